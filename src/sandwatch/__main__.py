@@ -1,0 +1,5 @@
+import sys
+
+from sandwatch.cli.main import main
+
+sys.exit(main())

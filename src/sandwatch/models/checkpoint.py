@@ -1,0 +1,114 @@
+"""``Checkpoint``: everything ``predict``, ``evaluate`` and ``monitor`` need, in one file.
+
+A checkpoint carries the weights *and* the description of the model: architecture name and
+options, the bands it takes (by name, in order) with their normalisation, the window size
+and the decision threshold. It is stored with :func:`torch.save` as a dict of plain Python
+types and tensors only, so it loads with ``torch.load(weights_only=True)``::
+
+    {"format": "sandwatch-checkpoint/1", "arch": "unet", "options": {...},
+     "bands": ["B02", ...], "normalization": {"low": [...], "high": [...], "clip": true},
+     "window": 160, "threshold": 0.5, "state_dict": {...}, "metadata": {...}}
+
+A Lightning training checkpoint (``*.ckpt``) written by ``sandwatch train`` holds the same
+dict under the key ``"sandwatch"`` (with its ``state_dict`` taken from the Lightning module's
+``model.`` entries), so :meth:`Checkpoint.load` reads both.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sandwatch.bands import BandSpec, Normalization
+from sandwatch.errors import SandwatchError
+from sandwatch.io import atomic_output
+
+FORMAT = "sandwatch-checkpoint/1"
+
+
+@dataclass
+class Checkpoint:
+    arch: str
+    band_spec: BandSpec
+    state_dict: dict[str, torch.Tensor]
+    options: dict[str, Any] = field(default_factory=dict)
+    window: int = 160
+    threshold: float = 0.5
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def bands(self) -> tuple[str, ...]:
+        return self.band_spec.bands
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "arch": self.arch,
+            "options": dict(self.options),
+            "bands": list(self.band_spec.bands),
+            "normalization": self.band_spec.normalization.to_dict(),
+            "window": int(self.window),
+            "threshold": float(self.threshold),
+            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict.items()},
+            "metadata": dict(self.metadata),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: object = "checkpoint") -> "Checkpoint":
+        if d.get("format") != FORMAT:
+            raise SandwatchError.about(source, f"is not a sandwatch checkpoint (format {d.get('format')!r})",
+                                       "pass a file written by `sandwatch train` (use `sandwatch models inspect` for pretrained weights)")
+        return cls(
+            arch=d["arch"],
+            band_spec=BandSpec(tuple(d["bands"]), Normalization.from_dict(d["normalization"])),
+            state_dict=d["state_dict"],
+            options=dict(d.get("options") or {}),
+            window=int(d.get("window", 160)),
+            threshold=float(d.get("threshold", 0.5)),
+            metadata=dict(d.get("metadata") or {}),
+        )
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically (temporary name, then rename)."""
+        path = Path(path)
+        with atomic_output(path) as tmp:
+            torch.save(self.to_dict(), tmp)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Checkpoint":
+        """Read a sandwatch checkpoint or a Lightning checkpoint written by ``sandwatch train``."""
+        path = Path(path)
+        if not path.is_file():
+            raise SandwatchError.about(path, "no such checkpoint file", "check the path")
+        try:
+            d = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file for the user
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise SandwatchError.about(path, f"cannot be read as a checkpoint ({first[:200]})",
+                                       "pass a file written by `sandwatch train`") from None
+        if not isinstance(d, dict):
+            raise SandwatchError.about(path, "is not a sandwatch checkpoint", "pass a file written by `sandwatch train`")
+        if "sandwatch" in d and isinstance(d["sandwatch"], dict):  # Lightning checkpoint
+            d = d["sandwatch"]
+        return cls.from_dict(d, source=path)
+
+    def build_model(self, device: str | torch.device = "cpu") -> torch.nn.Module:
+        """The model with these weights, in eval mode, on ``device``."""
+        from sandwatch.models.registry import build_model
+
+        model = build_model(self.arch, bands=self.bands, **self.options)
+        missing, unexpected = model.load_state_dict(self.state_dict, strict=False)
+        if missing or unexpected:
+            raise SandwatchError(
+                f"checkpoint for {self.arch} does not match the model: missing {list(missing)[:5]}, "
+                f"unexpected {list(unexpected)[:5]}; the checkpoint was written by another version, retrain or convert it")
+        return model.to(device).eval()
+
+    def normalize(self, x):
+        """Reflectance (C, H, W) or (N, C, H, W), bands in :attr:`bands` order -> model input."""
+        return self.band_spec.normalization(x)
