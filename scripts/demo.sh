@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The main job on built-in synthetic data, as `make demo` runs it. Each step is a plain
+# `sandwatch` command, so this file doubles as a walk-through of the pipeline.
+set -euo pipefail
+OUT=${1:-demo-out}
+SW=${SANDWATCH:-.venv/bin/sandwatch}
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+rm -rf "$OUT"
+step "1. Synthetic Sentinel-2 demo sites (13-band L1C-like GeoTIFFs, mining polygons, rivers)"
+$SW demo-data "$OUT/data" --sites 6 --size 512 --seed 0
+
+step "2. What is in one scene"
+SCENE=$(ls "$OUT"/data/*/*.tif | head -n 1)
+$SW info "$SCENE"
+
+step "3. Mining polygons -> label mask and confidence weights on the scene's grid"
+POLY=$(ls "$(dirname "$SCENE")"/*mining*.geojson | head -n 1)
+$SW labels rasterize "$POLY" --like "$SCENE" -o "$OUT/labels/mask.tif" --weights "$OUT/labels/weights.tif"
+
+step "4. Area of interest: within 1 km of the river"
+RIVERS=$(ls "$(dirname "$SCENE")"/*river*.geojson | head -n 1)
+$SW aoi --like "$SCENE" --rivers "$RIVERS" --buffer 1000 -o "$OUT/aoi/aoi.geojson"
+
+step "5. Geographic split: whole clusters of sites go to training or validation"
+$SW dataset split "$OUT/data/manifest.yaml" --clusters 3 --val-fraction 0.34 --seed 0
+
+step "6. Dataset statistics"
+$SW dataset stats "$OUT/data/manifest.yaml"
+
+printf '\nDemo outputs are in %s/\n' "$OUT"
