@@ -122,7 +122,8 @@ class Grid:
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         """(left, bottom, right, top) in CRS units."""
-        return tuple(rasterio.windows.bounds(self.full_window().to_rasterio(), self.transform))  # type: ignore[return-value]
+        xs, ys = zip(*(self.transform @ (c, r) for c in (0, self.width) for r in (0, self.height)))
+        return (min(xs), min(ys), max(xs), max(ys))
 
     @property
     def pixel_area_m2(self) -> float:
