@@ -1,0 +1,202 @@
+"""Reading vector files (polygons, river lines) and small geometry helpers shared by labels and aoi.
+
+* GeoJSON, GeoPackage, Shapefile and anything else GDAL reads, through pyogrio.
+* GeoJSON without a CRS is EPSG:4326 (RFC 7946). Other files without a CRS are an error.
+* GeoJSON whose features lack ``"type": "Feature"`` (GDAL then sees no features at all; the
+  public Indian sand-mining annotations are written like this) are read with the ``json``
+  module and :meth:`geopandas.GeoDataFrame.from_features` instead.
+* Invalid geometries are repaired with :func:`shapely.make_valid`; only the polygonal parts
+  are kept when ``polygonal=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pyogrio
+import rasterio
+import shapely
+from pyproj import CRS as ProjCRS
+from shapely.geometry import MultiPolygon, Polygon
+from shapely.geometry.base import BaseGeometry
+
+from sandwatch.errors import SandwatchError
+from sandwatch.grid import Grid, Window
+
+_JSON_SUFFIXES = {".geojson", ".json"}
+
+
+class EmptyVectorWarning(UserWarning):
+    """A vector file has no features (valid, but usually a mistake)."""
+
+
+def _read_geojson_leniently(path: Path) -> gpd.GeoDataFrame | None:
+    """Parse a GeoJSON FeatureCollection with the json module (None when it is not one)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("features"), list) or not data["features"]:
+        return None
+    feats = []
+    for i, f in enumerate(data["features"]):
+        if not isinstance(f, dict) or "geometry" not in f:
+            raise SandwatchError.about(path, f"feature {i} has no 'geometry' member",
+                                       "fix the GeoJSON (each feature needs a geometry)")
+        feats.append({"type": "Feature", "geometry": f["geometry"], "properties": f.get("properties") or {}})
+    crs = "EPSG:4326"
+    named = (data.get("crs") or {}).get("properties", {}).get("name") if isinstance(data.get("crs"), dict) else None
+    if named:
+        try:
+            crs = ProjCRS.from_user_input(named)
+        except Exception:
+            raise SandwatchError.about(path, f"unknown CRS {named!r} in the 'crs' member",
+                                       "remove it (GeoJSON is EPSG:4326) or use an EPSG code") from None
+    try:
+        return gpd.GeoDataFrame.from_features(feats, crs=crs)
+    except Exception as err:  # malformed coordinates
+        raise SandwatchError.about(path, f"has a malformed geometry ({str(err).splitlines()[0]})",
+                                   "fix or re-export the file") from None
+
+
+def read_vector(path: str | os.PathLike, what: str = "vector file") -> gpd.GeoDataFrame:
+    """Read any GDAL vector file into a GeoDataFrame with a CRS (first layer).
+
+    Raises :class:`SandwatchError` naming the file when it is missing, unreadable or has no CRS.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise SandwatchError.about(path, f"no such {what}", "check the path")
+    try:
+        with warnings.catch_warnings():
+            # mixed-type GeoJSON properties: pyogrio keeps them as strings, which we parse ourselves
+            warnings.filterwarnings("ignore", message="Could not parse column", category=UserWarning)
+            gdf = pyogrio.read_dataframe(path)
+    except Exception as err:
+        gdf = _read_geojson_leniently(path) if path.suffix.lower() in _JSON_SUFFIXES else None
+        if gdf is None:
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise SandwatchError.about(path, f"cannot be read as a {what} ({first})",
+                                       "check that it is a valid GeoJSON, GeoPackage or Shapefile") from None
+    if len(gdf) == 0 and path.suffix.lower() in _JSON_SUFFIXES:
+        lenient = _read_geojson_leniently(path)
+        if lenient is not None:
+            gdf = lenient
+    if gdf.crs is None:
+        if path.suffix.lower() in _JSON_SUFFIXES:
+            gdf = gdf.set_crs("EPSG:4326")
+        else:
+            raise SandwatchError.about(path, "has no coordinate reference system",
+                                       "add one (e.g. a .prj beside a Shapefile, or `ogr2ogr -a_srs EPSG:...`)")
+    if gdf.geometry.name != "geometry":
+        gdf = gdf.rename_geometry("geometry")
+    return gdf
+
+
+def polygonal_part(geom: BaseGeometry | None) -> BaseGeometry | None:
+    """The polygonal part of a geometry after repair (None when nothing polygonal is left)."""
+    if geom is None or geom.is_empty:
+        return None
+    if not geom.is_valid:
+        geom = shapely.make_valid(geom)
+    if isinstance(geom, (Polygon, MultiPolygon)):
+        return None if geom.is_empty else geom
+    parts = [g for g in shapely.get_parts(geom) if isinstance(g, (Polygon, MultiPolygon)) and not g.is_empty]
+    if not parts:
+        return None
+    out = shapely.union_all(parts)
+    return None if out.is_empty else out
+
+
+def repair(gdf: gpd.GeoDataFrame, polygonal: bool = True) -> gpd.GeoDataFrame:
+    """Repair invalid geometries (make_valid), keep polygonal parts (when asked), drop empties."""
+    geoms = []
+    for g in gdf.geometry.values:
+        if polygonal:
+            geoms.append(polygonal_part(g))
+        elif g is None or g.is_empty:
+            geoms.append(None)
+        else:
+            geoms.append(g if g.is_valid else shapely.make_valid(g))
+    out = gdf.copy()
+    out["geometry"] = gpd.GeoSeries(geoms, index=gdf.index, crs=gdf.crs)
+    keep = np.array([g is not None and not g.is_empty for g in geoms], dtype=bool)
+    return out[keep]
+
+
+def warn_if_empty(gdf: gpd.GeoDataFrame, source: object, what: str) -> None:
+    if len(gdf) == 0:
+        warnings.warn(f"{source}: the {what} has no features; everything is background", EmptyVectorWarning,
+                      stacklevel=3)
+
+
+def grid_footprint(grid: Grid, window: Window | None = None) -> Polygon:
+    """The outline of a grid (or of one window of it) as a polygon in the grid's CRS."""
+    w = window or grid.full_window()
+    t = grid.transform
+    corners = [(w.col, w.row), (w.col_stop, w.row), (w.col_stop, w.row_stop), (w.col, w.row_stop)]
+    return Polygon([t * c for c in corners])
+
+
+def is_north_up(grid: Grid) -> bool:
+    return grid.transform.b == 0 and grid.transform.d == 0
+
+
+def clip_to_grid(geom: BaseGeometry, grid: Grid, window: Window | None = None) -> BaseGeometry:
+    """``geom`` cut to the outline of the grid (or window); fast rectangle clip for north-up grids."""
+    if geom is None or geom.is_empty:
+        return Polygon()
+    foot = grid_footprint(grid, window)
+    if is_north_up(grid):
+        return shapely.clip_by_rect(geom, *foot.bounds)
+    return geom.intersection(foot)
+
+
+def grid_of_raster(path: str | os.PathLike) -> Grid:
+    """The grid of any single raster file GDAL can open (fallback for ``--like``)."""
+    try:
+        with rasterio.open(path) as ds:
+            if ds.crs is None:
+                raise SandwatchError.about(path, "has no coordinate reference system",
+                                           "pass a georeferenced scene with --like")
+            return Grid.from_dataset(ds)
+    except rasterio.errors.RasterioIOError as err:
+        raise SandwatchError.about(path, f"cannot be opened as a raster ({str(err).splitlines()[0]})",
+                                   "pass a scene GeoTIFF, band folder or STAC item") from None
+
+
+def grid_like(source: str | os.PathLike) -> Grid:
+    """The 10 m grid of a scene: :func:`sandwatch.imagery.open_scene` first, any raster as fallback.
+
+    The fallback (a plain GeoTIFF read with rasterio) lets ``--like`` take e.g. a mask GeoTIFF
+    whose bands the imagery stage does not recognise.
+    """
+    try:
+        from sandwatch.imagery import open_scene  # noqa: PLC0415 (imports the imagery stage lazily)
+    except ImportError:
+        return grid_of_raster(source)
+    try:
+        return open_scene(str(source)).grid
+    except SandwatchError as err:
+        if Path(source).is_file():
+            try:
+                return grid_of_raster(source)
+            except SandwatchError:
+                pass
+        raise err from None
+
+
+def metric_crs_for(grid: Grid, gdf: gpd.GeoDataFrame | None = None) -> ProjCRS:
+    """A metric CRS for buffering: the grid's CRS when projected in metres, else the local UTM zone."""
+    crs = ProjCRS.from_user_input(grid.crs.to_wkt())
+    if crs.is_projected and crs.axis_info and all(a.unit_name in ("metre", "meter") for a in crs.axis_info[:2]):
+        return crs
+    foot = gpd.GeoSeries([grid_footprint(grid)], crs=crs)
+    utm = foot.estimate_utm_crs()
+    return utm
+
