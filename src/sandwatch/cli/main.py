@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import warnings
 
 import click
 
@@ -76,7 +77,12 @@ def cli():
     """
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    click.echo(f"warning: {message}", err=True)
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.showwarning = _one_line_warning  # users see what happened, not our source lines
     try:
         cli.main(args=argv, prog_name="sandwatch", standalone_mode=False)
     except SandwatchError as err:
