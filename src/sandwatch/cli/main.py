@@ -84,7 +84,7 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _one_line_warning  # users see what happened, not our source lines
     try:
-        cli.main(args=argv, prog_name="sandwatch", standalone_mode=False)
+        rv = cli.main(args=argv, prog_name="sandwatch", standalone_mode=False)
     except SandwatchError as err:
         click.echo(f"error: {err}", err=True)
         return 2
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         return err.exit_code
     except click.exceptions.Exit as err:
         return err.exit_code
-    return 0
+    return rv if isinstance(rv, int) else 0  # ctx.exit(n) comes back as n here
 
 
 if __name__ == "__main__":  # pragma: no cover

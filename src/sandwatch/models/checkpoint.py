@@ -72,6 +72,25 @@ class Checkpoint:
             metadata=dict(d.get("metadata") or {}),
         )
 
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, *, window: int | None = None, threshold: float = 0.5,
+                   band_spec: BandSpec | None = None, metadata: dict[str, Any] | None = None) -> "Checkpoint":
+        """A checkpoint describing ``model`` as built by :func:`sandwatch.models.build_model`
+        (its ``arch``, ``options`` and ``band_spec``); ``band_spec`` overrides the normalisation
+        (e.g. statistics measured on the training scenes), ``window`` defaults to the registry's."""
+        from sandwatch.models.registry import check_window, get_spec
+
+        arch = getattr(model, "arch", "")
+        spec = get_spec(arch)
+        band_spec = band_spec or model.band_spec
+        if tuple(band_spec.bands) != tuple(model.band_spec.bands):
+            raise ValueError(f"band_spec bands {band_spec.bands} differ from the model's {model.band_spec.bands}")
+        return cls(arch=spec.name, band_spec=band_spec,
+                   state_dict={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                   options=dict(getattr(model, "options", {}) or {}),
+                   window=check_window(spec.name, window or spec.default_window),
+                   threshold=float(threshold), metadata=dict(metadata or {}))
+
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically (temporary name, then rename)."""
         path = Path(path)
