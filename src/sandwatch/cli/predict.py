@@ -1,0 +1,76 @@
+"""``sandwatch predict``: map mining probability on scenes with a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+HELP = """Map mining probability on new scenes with a trained checkpoint.
+
+\b
+Windows of the checkpoint's size slide over each scene; EDGE pixels on each side of
+a window are discarded (default 30: 160 px windows step by 100 px, as published),
+scene borders are mirrored for context. Bands, normalisation and window come from
+the checkpoint. Per scene, in OUT_DIR (NAME = the scene's file or folder name):
+  NAME.prob.tif          probability COG: uint8 1 + 254 p, nodata 0 (or --dtype float32)
+  NAME.mask.tif          mining mask COG at the threshold: 1 mine, 0 not, 255 nodata
+  NAME.polygons.gpkg     mining polygons in the scene CRS (area_m2, mean/max prob, date)
+  NAME.polygons.geojson  the same polygons in EPSG:4326
+Each file appears only when complete; finished scenes are skipped on a re-run (so a
+killed batch resumes) unless --overwrite.
+\b
+Examples:
+  sandwatch predict run/checkpoints/best.ckpt scene.tif -o maps/
+  sandwatch predict best.ckpt S2A_*.SAFE -o maps/ --aoi auto          # near water only
+  sandwatch predict best.ckpt site/rgb.tif -o maps/ --aoi site/rivers.geojson
+  sandwatch predict best.ckpt scenes/*.tif -o maps/ --scheduler tcp://10.0.0.5:8786
+"""
+
+
+@click.command("predict", help=HELP, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("scenes", nargs=-1, required=True)
+@click.option("-o", "--out-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for the outputs (created if missing).")
+@click.option("--edge", type=int, default=30, show_default=True,
+              help="Pixels discarded on each side of every window.")
+@click.option("--aoi", default="none", show_default=True, metavar="auto|FILE|none",
+              help="Predict only windows touching the AOI: 'auto' = the scene's own water, FILE = river "
+                   "vectors (buffered by --aoi-buffer), 'none' = the whole scene. Elsewhere is nodata.")
+@click.option("--aoi-buffer", type=float, default=1000.0, show_default=True, help="AOI buffer in metres.")
+@click.option("--threshold", type=float, default=None, help="Mask threshold (default: the checkpoint's).")
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Windows per forward pass.")
+@click.option("--blend", type=click.Choice(["none", "cosine"]), default="none", show_default=True,
+              help="'cosine' averages neighbouring windows across seams with cosine weights.")
+@click.option("--dtype", type=click.Choice(["uint8", "float32"]), default="uint8", show_default=True,
+              help="Probability raster type.")
+@click.option("--scheduler", default="local", show_default=True, metavar="local|ADDRESS",
+              help="'local' runs here; tcp://HOST:PORT sends scenes to a running dask-scheduler.")
+@click.option("--band-rows", type=int, default=None, metavar="N",
+              help="With --scheduler ADDRESS: also split each scene into row bands of about N rows, one task each.")
+@click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
+@click.option("--bf16", is_flag=True, help="Run the model in bfloat16 autocast.")
+@click.option("--overwrite", is_flag=True, help="Recompute scenes whose outputs exist.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+def predict(checkpoint, scenes, out_dir, edge, aoi, aoi_buffer, threshold, batch_size, blend, dtype, scheduler,
+            band_rows, device, bf16, overwrite, quiet):
+    from sandwatch.models.checkpoint import Checkpoint
+    from sandwatch.predict import predict_scenes
+
+    ckpt = Checkpoint.load(checkpoint)
+    aoi_arg = aoi if aoi.lower() in ("auto", "none") else Path(aoi)
+    results = predict_scenes(ckpt, list(scenes), out_dir, scheduler=None if scheduler == "local" else scheduler,
+                             edge=edge, aoi=aoi_arg, aoi_buffer_m=aoi_buffer, threshold=threshold,
+                             batch_size=batch_size, blend=blend, dtype=dtype, overwrite=overwrite, device=device,
+                             bf16=bf16, progress=not quiet, band_rows=band_rows)
+    for res in results:
+        s = res.stats
+        if res.skipped:
+            click.echo(f"{s['name']}: outputs exist, skipped (--overwrite to redo)")
+            continue
+        extra = f", {s['windows']} windows" if s.get("windows") else ""
+        if s.get("skipped_windows"):
+            extra += f" ({s['skipped_windows']} outside the AOI skipped)"
+        click.echo(f"{s['name']}: {s['polygons']} mining polygons, {s['mine_area_m2'] / 1e4:.2f} ha{extra}, "
+                   f"{s['seconds']:.1f} s -> {res.paths['probability'].parent}")

@@ -1,0 +1,35 @@
+"""Prediction: sliding windows with discarded edges, streaming stitching, COG and polygons.
+
+::
+
+    from sandwatch.predict import predict_scene
+    result = predict_scene("run/checkpoints/best.ckpt", "scene.tif", "maps/", edge=30, aoi="auto")
+    result.paths["probability"]   # maps/scene.prob.tif (COG)
+
+See :func:`predict_scene` for the outputs, :func:`tiled_inference` for the stitching and
+:func:`window_grid` for the window arithmetic.
+"""
+
+from sandwatch.predict.core import (
+    OUTPUTS, PredictionResult, Predictor, TorchForward, aoi_filter, as_predictor, output_paths, predict_scene,
+    resolve_aoi, scene_name,
+)
+from sandwatch.predict.distributed import band_regions, predict_scenes, submit_scene_bands, unique_names
+from sandwatch.predict.polygons import polygonize, write_polygons
+from sandwatch.predict.tiling import select_windows, tiled_inference
+from sandwatch.predict.windows import (
+    blend_weights, check_window_edge, default_margin, reflect_indices, reflect_read, taper_1d, window_grid,
+    window_rows,
+)
+from sandwatch.predict.writer import (
+    StreamingCOGWriter, decode_probability, encode_mask, encode_probability, validate_cog, write_cog,
+)
+
+__all__ = [
+    "OUTPUTS", "PredictionResult", "Predictor", "StreamingCOGWriter", "TorchForward", "aoi_filter", "as_predictor",
+    "band_regions", "submit_scene_bands",
+    "blend_weights", "check_window_edge", "decode_probability", "default_margin", "encode_mask",
+    "encode_probability", "output_paths", "polygonize", "predict_scene", "predict_scenes", "reflect_indices",
+    "reflect_read", "resolve_aoi", "scene_name", "select_windows", "taper_1d", "tiled_inference", "unique_names",
+    "validate_cog", "window_grid", "window_rows", "write_cog", "write_polygons",
+]

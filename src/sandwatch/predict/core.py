@@ -1,0 +1,343 @@
+"""``predict_scene``: a checkpoint and a scene in, a probability COG, a mask COG and mining
+polygons out. The arithmetic lives in :mod:`~sandwatch.predict.windows` and
+:mod:`~sandwatch.predict.tiling`; this module is the thin I/O around it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sandwatch.errors import SandwatchError
+from sandwatch.grid import Grid, Window
+from sandwatch.predict.polygons import polygonize, write_polygons
+from sandwatch.predict.tiling import BLENDS, tiled_inference
+from sandwatch.predict.windows import check_window_edge
+from sandwatch.predict.writer import (
+    MASK_NODATA, PROB_DTYPES, UINT8_SCALE, StreamingCOGWriter, encode_mask, encode_probability, probability_nodata,
+)
+
+#: Output files per scene, by key: file name suffix appended to the scene's name.
+OUTPUTS = {
+    "probability": ".prob.tif",
+    "mask": ".mask.tif",
+    "polygons_gpkg": ".polygons.gpkg",
+    "polygons_geojson": ".polygons.geojson",
+}
+
+
+# ---- the model as a batch function ------------------------------------------------------------
+class TorchForward:
+    """Reflectance batch (N, C, H, W) -> probabilities (N, H, W), timing the forward passes."""
+
+    def __init__(self, model, normalize: Callable[[np.ndarray], np.ndarray], device=None, bf16: bool = False):
+        import torch
+
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval()
+        self.normalize = normalize
+        self.bf16 = bool(bf16)
+        self.seconds = 0.0
+        self.calls = 0
+        self.batch_sizes: list[int] = []
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(self.normalize(batch))).to(self.device)
+        t0 = time.perf_counter()
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            logits = self.model(x)
+        prob = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+        self.seconds += time.perf_counter() - t0
+        self.calls += 1
+        self.batch_sizes.append(int(x.shape[0]))
+        return prob
+
+
+@dataclass
+class Predictor:
+    """What prediction needs of a model: a batch function, the bands it reads, the window and
+    the threshold. Built from a :class:`~sandwatch.models.checkpoint.Checkpoint`, or by hand
+    (tests, custom models): ``forward`` maps *reflectance* (N, C, window, window) in ``bands``
+    order to probabilities (N, window, window)."""
+
+    forward: Callable[[np.ndarray], np.ndarray]
+    bands: tuple[str, ...]
+    window: int
+    threshold: float = 0.5
+    name: str = "model"
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint, *, device=None, bf16: bool = False) -> "Predictor":
+        from sandwatch.models.checkpoint import Checkpoint
+
+        ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.load(checkpoint)
+        model = ckpt.build_model("cpu")
+        fwd = TorchForward(model, ckpt.normalize, device=device, bf16=bf16)
+        return cls(fwd, tuple(ckpt.bands), int(ckpt.window), float(ckpt.threshold), name=ckpt.arch)
+
+
+def as_predictor(checkpoint, *, device=None, bf16: bool = False) -> Predictor:
+    if isinstance(checkpoint, Predictor):
+        return checkpoint
+    return Predictor.from_checkpoint(checkpoint, device=device, bf16=bf16)
+
+
+# ---- scenes and AOIs ------------------------------------------------------------------------------
+def as_scene(scene):
+    """A Scene as is; a path or URL opened with :func:`sandwatch.imagery.open_scene`."""
+    if hasattr(scene, "read") and hasattr(scene, "grid"):
+        return scene
+    from sandwatch.imagery import open_scene
+
+    return open_scene(str(scene))
+
+
+def scene_name(scene) -> str:
+    """A file-name stem for a scene's outputs: the file's stem, the folder's name for per-band
+    folders, the item id for STAC JSON."""
+    src = str(getattr(scene, "source", scene)).rstrip("/")
+    name = src.split("?")[0].rsplit("/", 1)[-1]
+    for suffix in (".tif", ".tiff", ".json", ".jp2", ".vrt", ".SAFE", ".safe"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return name or "scene"
+
+
+def resolve_aoi(aoi, scene, *, buffer_m: float = 1000.0):
+    """The AOI as a shapely geometry in the scene's CRS, or None for the whole scene.
+
+    ``aoi``: None/"none" (whole scene), "auto" (water index of the scene, buffered),
+    a path to river vectors (buffered as in training), or a shapely geometry already in the
+    scene's CRS.
+    """
+    if aoi is None or (isinstance(aoi, str) and aoi.lower() == "none"):
+        return None
+    if isinstance(aoi, str) and aoi.lower() == "auto":
+        from sandwatch.aoi import aoi_from_water
+
+        return _nonempty(aoi_from_water(scene, buffer_m=buffer_m), getattr(scene, "source", "scene"),
+                         "no water found in the scene", "pass river vectors with --aoi FILE, or --aoi none")
+    if isinstance(aoi, (str, os.PathLike)):
+        path = Path(aoi)
+        if not path.exists():
+            raise SandwatchError.about(path, "no such AOI file", "pass river vectors (GeoJSON/GeoPackage), 'auto' or 'none'")
+        from sandwatch.aoi import aoi_from_rivers
+
+        return _nonempty(aoi_from_rivers(path, scene.grid, buffer_m=buffer_m), path,
+                         f"no river within {buffer_m:g} m of the scene", "check the file covers the scene, or --aoi none")
+    if hasattr(aoi, "geom_type"):
+        return _nonempty(aoi, "--aoi", "the AOI geometry is empty", "pass a polygon in the scene's CRS")
+    raise SandwatchError.about("--aoi", f"cannot use {type(aoi).__name__} as an area of interest",
+                               "pass 'auto', 'none', a vector file or a shapely geometry")
+
+
+def _nonempty(geom, what, problem: str, fix: str):
+    if geom is None or geom.is_empty:
+        raise SandwatchError.about(what, f"the area of interest is empty: {problem}", fix)
+    return geom
+
+
+def aoi_filter(geom, grid: Grid) -> Callable[[Window], bool] | None:
+    """``include(keep)``: True when a window's interior touches ``geom`` (None: everything)."""
+    if geom is None:
+        return None
+    import shapely
+    from shapely.geometry import box
+
+    shapely.prepare(geom)
+
+    def include(keep: Window) -> bool:
+        return bool(geom.intersects(box(*_window_bounds(grid, keep))))
+
+    return include
+
+
+def _window_bounds(grid: Grid, w: Window) -> tuple[float, float, float, float]:
+    import rasterio.windows
+
+    return tuple(rasterio.windows.bounds(w.to_rasterio(), grid.transform))
+
+
+# ---- result ---------------------------------------------------------------------------------------
+@dataclass
+class PredictionResult:
+    """Paths of the outputs (by key of :data:`OUTPUTS`) and figures of the run."""
+
+    paths: dict[str, Path]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def skipped(self) -> bool:
+        return bool(self.stats.get("skipped"))
+
+
+def output_paths(out_dir: str | os.PathLike, name: str) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    return {key: out_dir / f"{name}{suffix}" for key, suffix in OUTPUTS.items()}
+
+
+def _remove_stale_partials(paths: dict[str, Path]) -> None:
+    """Temporary files left by a killed run (``.NAME.xxxxxxxx.partial.EXT`` and stream files)."""
+    for p in paths.values():
+        for stale in p.parent.glob(f".{p.stem}*.partial*"):
+            try:
+                stale.unlink()
+            except OSError:
+                pass
+
+
+# ---- the stage ------------------------------------------------------------------------------------
+def predict_scene(checkpoint, scene, out_dir: str | os.PathLike, *, edge: int = 30, aoi=None,
+                  threshold: float | None = None, batch_size: int = 8, blend: str = "none",
+                  dtype: str = "uint8", overwrite: bool = False, device=None, bf16: bool = False,
+                  progress: bool = True, name: str | None = None, aoi_buffer_m: float = 1000.0,
+                  strip_windows: int = 16, gdal_cache_mb: int | None = 32) -> PredictionResult:
+    """Map mining probability on one scene with a checkpoint.
+
+    Windows of the checkpoint's size slide over the scene with ``edge`` pixels discarded on
+    each side (stride ``window - 2 * edge``); the scene's borders are mirrored for context.
+    Rows of windows are predicted and written one after the other (memory does not grow with
+    the scene). Outputs in ``out_dir``, named after the scene (see :data:`OUTPUTS`), each
+    written atomically: ``NAME.prob.tif`` (COG, uint8 ``1 + 254 p`` with nodata 0, or float32
+    with nodata NaN), ``NAME.mask.tif`` (COG, 1 mine / 0 not / 255 nodata at ``threshold``),
+    ``NAME.polygons.gpkg`` (scene CRS) and ``NAME.polygons.geojson`` (EPSG:4326).
+
+    Existing outputs are kept and the scene skipped unless ``overwrite``; when only the
+    polygons are missing (a run killed while polygonising) they are made from the rasters.
+
+    ``checkpoint``: a :class:`~sandwatch.models.checkpoint.Checkpoint`, its path, or a
+    :class:`Predictor`. ``scene``: a Scene or anything :func:`sandwatch.imagery.open_scene`
+    takes. ``aoi``: see :func:`resolve_aoi`; windows whose interior misses the AOI are not
+    predicted and stay nodata. ``gdal_cache_mb`` caps GDAL's block cache while predicting
+    (GDAL's own default is 5 % of RAM, which alone would let memory grow with the scene);
+    None leaves GDAL's setting alone.
+    """
+    if gdal_cache_mb is None:
+        env = contextlib.nullcontext()
+    else:
+        import rasterio
+
+        env = rasterio.Env(GDAL_CACHEMAX=int(gdal_cache_mb) * 1024 * 1024)
+    with env:
+        return _predict_scene(checkpoint, scene, out_dir, edge=edge, aoi=aoi, threshold=threshold,
+                              batch_size=batch_size, blend=blend, dtype=dtype, overwrite=overwrite, device=device,
+                              bf16=bf16, progress=progress, name=name, aoi_buffer_m=aoi_buffer_m,
+                              strip_windows=strip_windows)
+
+
+def _predict_scene(checkpoint, scene, out_dir, *, edge, aoi, threshold, batch_size, blend, dtype, overwrite, device,
+                   bf16, progress, name, aoi_buffer_m, strip_windows) -> PredictionResult:
+    if dtype not in PROB_DTYPES:
+        raise SandwatchError.about("--dtype", f"unknown probability type {dtype!r}", f"use one of {', '.join(PROB_DTYPES)}")
+    if blend not in BLENDS:
+        raise SandwatchError.about("--blend", f"unknown blend {blend!r}", f"use one of {', '.join(BLENDS)}")
+    if batch_size < 1:
+        raise SandwatchError.about("--batch-size", f"{batch_size} is not a batch size", "use 1 or more")
+    if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
+        raise SandwatchError.about("--threshold", f"{threshold} is not a probability", "use a value between 0 and 1")
+    t_start = time.perf_counter()
+    scene_obj = as_scene(scene)
+    name = name or scene_name(scene_obj)
+    paths = output_paths(out_dir, name)
+    stats: dict[str, Any] = {"scene": str(getattr(scene_obj, "source", scene)), "name": name}
+
+    rasters_done = paths["probability"].exists() and paths["mask"].exists()
+    polys_done = paths["polygons_gpkg"].exists() and paths["polygons_geojson"].exists()
+    if not overwrite and rasters_done and polys_done:
+        stats["skipped"] = True
+        return PredictionResult(paths, stats)
+    _remove_stale_partials(paths)
+
+    grid: Grid = scene_obj.grid
+    date = getattr(scene_obj, "date", None)
+    if overwrite or not rasters_done:
+        pred = as_predictor(checkpoint, device=device, bf16=bf16)
+        thr = pred.threshold if threshold is None else float(threshold)
+        check_window_edge(pred.window, edge)
+        geom = resolve_aoi(aoi, scene_obj, buffer_m=aoi_buffer_m)
+        if geom is not None:
+            stats["aoi_fraction"] = _aoi_fraction(geom, grid)
+        _predict_rasters(pred, scene_obj, grid, paths, edge=edge, include=aoi_filter(geom, grid), threshold=thr,
+                         batch_size=batch_size, blend=blend, dtype=dtype, progress=progress, stats=stats,
+                         date=date, strip_windows=strip_windows)
+        stats["threshold"] = thr
+        fwd = pred.forward
+        if isinstance(fwd, TorchForward):
+            stats["forward_seconds"] = fwd.seconds
+    gdf = polygonize(paths["mask"], paths["probability"], scene=name, date=date)
+    write_polygons(gdf, paths["polygons_gpkg"], paths["polygons_geojson"])
+    stats["polygons"] = int(len(gdf))
+    stats["mine_area_m2"] = float(gdf["area_m2"].sum()) if len(gdf) else 0.0
+    stats["seconds"] = time.perf_counter() - t_start
+    stats["pixels"] = grid.width * grid.height
+    return PredictionResult(paths, stats)
+
+
+def _aoi_fraction(geom, grid: Grid) -> float:
+    from shapely.geometry import box
+
+    frame = box(*grid.bounds)
+    return float(geom.intersection(frame).area / frame.area) if frame.area else 0.0
+
+
+def _predict_rasters(pred: Predictor, scene, grid: Grid, paths: dict[str, Path], *, edge: int, include,
+                     threshold: float, batch_size: int, blend: str, dtype: str, progress: bool, stats: dict,
+                     date: dt.date | None, strip_windows: int, region: Window | None = None,
+                     cog: bool = True) -> None:
+    """Predict ``region`` (default: all) of the scene into ``paths["probability"]`` and
+    ``paths["mask"]``: COGs of the whole grid, or (``cog=False``) tiled GeoTIFFs of the region."""
+    bands = tuple(pred.bands)
+    out_grid = grid if region is None else grid.window_grid(region)
+    r0, c0 = (0, 0) if region is None else (region.row, region.col)
+
+    def read(w: Window):
+        data, valid = scene.read(w, bands=bands)
+        return data, valid
+
+    tags = {"sandwatch_model": pred.name, "sandwatch_edge": edge, "sandwatch_blend": blend,
+            "sandwatch_threshold": threshold, "sandwatch_window": pred.window,
+            "sandwatch_scene": str(getattr(scene, "source", "")), "sandwatch_date": date.isoformat() if date else ""}
+    prob_kw = dict(scale=UINT8_SCALE, offset=-UINT8_SCALE) if dtype == "uint8" else {}
+    from tqdm.auto import tqdm
+
+    bar = None
+    if progress:
+        from sandwatch.predict.tiling import select_windows
+        from sandwatch.predict.windows import default_margin
+
+        m = default_margin(pred.window, edge) if blend == "cosine" else 0
+        rows, _ = select_windows(grid.shape, pred.window, edge, region=region, margin=m, include=include)
+        bar = tqdm(total=sum(len(r) for r in rows), unit="win", desc=f"predict {stats.get('name', '')}", leave=False)
+    n_mine = 0
+    n_valid = 0
+    try:
+        with StreamingCOGWriter(paths["probability"], out_grid, dtype, probability_nodata(dtype), resampling="average",
+                                tags=tags, description="mining probability", cog=cog, **prob_kw) as pw, \
+             StreamingCOGWriter(paths["mask"], out_grid, "uint8", MASK_NODATA, resampling="nearest",
+                                tags=tags, description=f"mining (probability >= {threshold})", cog=cog) as mw:
+            for block, prob in tiled_inference(pred.forward, read, grid.shape, pred.window, edge, region=region,
+                                               blend=blend, batch_size=batch_size, include=include,
+                                               strip_windows=strip_windows, stats=stats,
+                                               progress=bar.update if bar is not None else None):
+                block = block.shift(-r0, -c0)
+                pw.write(block, encode_probability(prob, dtype))
+                mask = encode_mask(prob, threshold)
+                mw.write(block, mask)
+                n_mine += int((mask == 1).sum())
+                n_valid += int((mask != MASK_NODATA).sum())
+    finally:
+        if bar is not None:
+            bar.close()
+    stats["mine_pixels"] = n_mine
+    stats["predicted_pixels"] = n_valid

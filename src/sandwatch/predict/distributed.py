@@ -1,0 +1,230 @@
+"""Many scenes: in this process by default, or fanned out over a Dask cluster.
+
+``scheduler``:
+
+* ``None`` / ``"local"``: one scene after the other in this process (the model is built once);
+* ``"tcp://HOST:PORT"`` (any address a ``dask-scheduler`` prints): a
+  :class:`distributed.Client` connects to it and each scene becomes one task;
+* a :class:`distributed.Client` (e.g. on a ``LocalCluster``): used as is.
+
+With ``band_rows`` set (and a cluster), a scene is also cut into row bands of about that many
+rows (whole rows of windows): each band is one task that writes a tiled GeoTIFF part into
+``out_dir/.NAME.parts/``, and one more task stitches the parts into the COGs and polygons.
+The band windows are the whole scene's windows, so the pixels equal an in-process run;
+finished parts survive a killed run and are reused.
+
+On a cluster, each task builds its model from the checkpoint (pass a path or a
+:class:`~sandwatch.models.checkpoint.Checkpoint`; both pickle) and opens its scene from its
+path, so pass scenes as paths or URLs. Outputs go to ``out_dir`` exactly as with
+:func:`~sandwatch.predict.predict_scene`, and finished scenes are skipped on a re-run, so a
+killed batch resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from sandwatch.errors import SandwatchError
+from sandwatch.grid import Grid, Window
+from sandwatch.predict.core import (
+    PredictionResult, Predictor, _predict_rasters, aoi_filter, as_predictor, as_scene, output_paths,
+    predict_scene, resolve_aoi, scene_name,
+)
+from sandwatch.predict.polygons import polygonize, write_polygons
+from sandwatch.predict.windows import check_window_edge
+from sandwatch.predict.writer import MASK_NODATA, StreamingCOGWriter
+
+
+def unique_names(scenes: Sequence) -> list[str]:
+    """Output names for a batch: the scene's name, or ``PARENT-NAME`` when names repeat
+    (e.g. many ``rgb.tif`` in per-site folders)."""
+    names = [scene_name(s) for s in scenes]
+    counts = Counter(names)
+    out = []
+    for s, n in zip(scenes, names):
+        if counts[n] > 1:
+            parent = Path(str(getattr(s, "source", s)).rstrip("/")).parent.name
+            n = f"{parent}-{n}" if parent else n
+        out.append(n)
+    dup = [n for n, c in Counter(out).items() if c > 1]
+    if dup:
+        raise SandwatchError.about("SCENE", f"two scenes would write the same outputs ({dup[0]})",
+                                   "predict them into different output folders")
+    return out
+
+
+def _task(checkpoint, scene, out_dir, name, kwargs) -> PredictionResult:
+    return predict_scene(checkpoint, scene, out_dir, name=name, **kwargs)
+
+
+def predict_scenes(checkpoint, scenes: Sequence, out_dir: str | os.PathLike, *, scheduler=None,
+                   band_rows: int | None = None, **kwargs) -> list[PredictionResult]:
+    """Predict many scenes (see the module doc for ``scheduler`` and ``band_rows``); other
+    keywords go to :func:`~sandwatch.predict.predict_scene`. Results come back in the order
+    of ``scenes``."""
+    scenes = list(scenes)
+    names = unique_names(scenes)
+    if scheduler is None or scheduler == "local":
+        pred = as_predictor(checkpoint, device=kwargs.pop("device", None), bf16=kwargs.pop("bf16", False))
+        return [predict_scene(pred, s, out_dir, name=n, **kwargs) for s, n in zip(scenes, names)]
+
+    from distributed import Client
+
+    own = False
+    if isinstance(scheduler, Client):
+        client = scheduler
+    else:
+        try:
+            client = Client(str(scheduler), timeout="20s")
+        except (OSError, TimeoutError) as err:
+            raise SandwatchError.about("--scheduler", f"cannot reach a Dask scheduler at {scheduler} ({err})",
+                                       "start one with `dask-scheduler` and `dask-worker ADDRESS`, or use --scheduler local") from None
+        own = True
+    try:
+        kwargs = dict(kwargs, progress=False)
+        if band_rows:
+            futures = [submit_scene_bands(client, checkpoint, s, out_dir, name=n, band_rows=band_rows, **kwargs)
+                       for s, n in zip(scenes, names)]
+            return client.gather(futures)
+        futures = [client.submit(_task, checkpoint, str(s) if isinstance(s, os.PathLike) else s, str(out_dir), n,
+                                 kwargs, pure=False, key=f"sandwatch-predict-{n}")
+                   for s, n in zip(scenes, names)]
+        return client.gather(futures)
+    finally:
+        if own:
+            client.close()
+
+
+# ---- one scene in row bands ----------------------------------------------------------------------
+def band_regions(grid_shape: tuple[int, int], window: int, edge: int, band_rows: int) -> list[Window]:
+    """Row bands of about ``band_rows`` rows made of whole rows of windows (stride multiples)."""
+    stride = check_window_edge(window, edge)
+    height, width = grid_shape
+    step = max(1, round(band_rows / stride)) * stride
+    return [Window(r, 0, min(step, height - r), width) for r in range(0, height, step)]
+
+
+def _meta(checkpoint) -> tuple[int, float]:
+    """(window, threshold) of a Predictor, Checkpoint or checkpoint path."""
+    if isinstance(checkpoint, Predictor):
+        return checkpoint.window, checkpoint.threshold
+    from sandwatch.models.checkpoint import Checkpoint
+
+    ck = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.load(checkpoint)
+    return ck.window, ck.threshold
+
+
+def _gdal_env(opts: dict):
+    import contextlib
+
+    import rasterio
+
+    mb = opts.get("gdal_cache_mb")
+    return contextlib.nullcontext() if mb is None else rasterio.Env(GDAL_CACHEMAX=int(mb) * 1024 * 1024)
+
+
+def _band_task(checkpoint, scene, region: Window, part: dict, opts: dict) -> dict:
+    t0 = time.perf_counter()
+    with _gdal_env(opts):
+        stats = _band_task_inner(checkpoint, scene, region, part, opts)
+    stats["seconds"] = time.perf_counter() - t0
+    return stats
+
+
+def _band_task_inner(checkpoint, scene, region: Window, part: dict, opts: dict) -> dict:
+    if all(Path(p).exists() for p in part.values()):
+        return {"windows": 0, "skipped_windows": 0, "reused": 1}
+    scene_obj = as_scene(scene)
+    pred = as_predictor(checkpoint, device=opts["device"], bf16=opts["bf16"])
+    stats: dict = {}
+    _predict_rasters(pred, scene_obj, scene_obj.grid, part, edge=opts["edge"],
+                     include=aoi_filter(opts["aoi"], scene_obj.grid), threshold=opts["threshold"],
+                     batch_size=opts["batch_size"], blend=opts["blend"], dtype=opts["dtype"], progress=False,
+                     stats=stats, date=getattr(scene_obj, "date", None), strip_windows=opts["strip_windows"],
+                     region=region, cog=False)
+    return stats
+
+
+def _assemble_task(grid: Grid, regions: list[Window], parts: list[dict], paths: dict, name: str, date, opts: dict,
+                   *band_stats) -> PredictionResult:
+    t0 = time.perf_counter()
+    with _gdal_env(opts):
+        res = _assemble_inner(grid, regions, parts, paths, name, date, opts, *band_stats)
+    # summed time of all this scene's tasks (not wall time: bands run in parallel)
+    res.stats["seconds"] = time.perf_counter() - t0 + sum(s.get("seconds", 0.0) for s in band_stats)
+    return res
+
+
+def _assemble_inner(grid: Grid, regions: list[Window], parts: list[dict], paths: dict, name: str, date, opts: dict,
+                    *band_stats) -> PredictionResult:
+    import rasterio
+
+    dtype = opts["dtype"]
+    with rasterio.open(parts[0]["probability"]) as ds:
+        tags, scale, offset, nodata = ds.tags(), ds.scales[0], ds.offsets[0], ds.nodata
+    tags.pop("AREA_OR_POINT", None)
+    extra = dict(scale=scale, offset=offset) if dtype == "uint8" else {}
+    with StreamingCOGWriter(paths["probability"], grid, dtype, nodata, resampling="average", tags=tags,
+                            description="mining probability", **extra) as pw, \
+         StreamingCOGWriter(paths["mask"], grid, "uint8", MASK_NODATA, resampling="nearest", tags=tags,
+                            description=f"mining (probability >= {opts['threshold']})") as mw:
+        for region, part in zip(regions, parts):
+            for key, writer in (("probability", pw), ("mask", mw)):
+                with rasterio.open(part[key]) as src:
+                    for r in range(0, region.height, 512):
+                        w = Window(r, 0, min(512, region.height - r), region.width)
+                        writer.write(w.shift(region.row, region.col), src.read(1, window=w.to_rasterio()))
+    gdf = polygonize(paths["mask"], paths["probability"], scene=name, date=date)
+    write_polygons(gdf, paths["polygons_gpkg"], paths["polygons_geojson"])
+    shutil.rmtree(Path(parts[0]["probability"]).parent, ignore_errors=True)
+    stats = {"name": name, "bands": len(regions), "polygons": int(len(gdf)),
+             "mine_area_m2": float(gdf["area_m2"].sum()) if len(gdf) else 0.0,
+             "windows": sum(s.get("windows", 0) for s in band_stats),
+             "skipped_windows": sum(s.get("skipped_windows", 0) for s in band_stats),
+             "mine_pixels": sum(s.get("mine_pixels", 0) for s in band_stats),
+             "reused_bands": sum(s.get("reused", 0) for s in band_stats),
+             "pixels": grid.width * grid.height, "threshold": opts["threshold"]}
+    return PredictionResult({k: Path(v) for k, v in paths.items()}, stats)
+
+
+def submit_scene_bands(client, checkpoint, scene, out_dir, *, name: str | None = None, band_rows: int = 2000,
+                       edge: int = 30, aoi=None, threshold: float | None = None, batch_size: int = 8,
+                       blend: str = "none", dtype: str = "uint8", overwrite: bool = False, device=None,
+                       bf16: bool = False, progress: bool = False, aoi_buffer_m: float = 1000.0,
+                       strip_windows: int = 16, gdal_cache_mb: int | None = 32):
+    """Submit one scene as row-band tasks plus a stitching task; returns the future of its
+    :class:`~sandwatch.predict.PredictionResult` (same outputs as :func:`predict_scene`).
+
+    The AOI is resolved once here (``"auto"`` reads the scene's water index in this process)
+    and shipped to the band tasks as a geometry.
+    """
+    scene_obj = as_scene(scene)
+    name = name or scene_name(scene_obj)
+    paths = output_paths(out_dir, name)
+    if not overwrite and all(p.exists() for p in paths.values()):
+        return client.submit(lambda: PredictionResult(paths, {"name": name, "skipped": True}), pure=False)
+    window, ck_threshold = _meta(checkpoint)
+    grid = scene_obj.grid
+    regions = band_regions(grid.shape, window, edge, band_rows)
+    part_dir = Path(out_dir) / f".{name}.parts"
+    if overwrite:
+        shutil.rmtree(part_dir, ignore_errors=True)
+    part_dir.mkdir(parents=True, exist_ok=True)
+    geom = resolve_aoi(aoi, scene_obj, buffer_m=aoi_buffer_m)
+    opts = {"edge": edge, "aoi": geom, "threshold": ck_threshold if threshold is None else float(threshold),
+            "batch_size": batch_size, "blend": blend, "dtype": dtype, "device": device, "bf16": bf16,
+            "strip_windows": strip_windows, "gdal_cache_mb": gdal_cache_mb}
+    parts = [{"probability": str(part_dir / f"rows{r.row:06d}-{r.row_stop:06d}.prob.tif"),
+              "mask": str(part_dir / f"rows{r.row:06d}-{r.row_stop:06d}.mask.tif")} for r in regions]
+    scene_arg = str(scene) if isinstance(scene, os.PathLike) else scene
+    bands = [client.submit(_band_task, checkpoint, scene_arg, r, part, opts, pure=False,
+                           key=f"sandwatch-band-{name}-{r.row}") for r, part in zip(regions, parts)]
+    str_paths = {k: str(v) for k, v in paths.items()}
+    out = client.submit(_assemble_task, grid, regions, parts, str_paths, name, getattr(scene_obj, "date", None), opts,
+                        *bands, pure=False, key=f"sandwatch-assemble-{name}")
+    return out

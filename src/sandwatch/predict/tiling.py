@@ -1,0 +1,223 @@
+"""Streaming tiled inference: one pure function from a window reader and a batch model to
+finished blocks of probabilities.
+
+In the spirit of terratorch's tiled inference, but streaming: windows are read and predicted
+one *row of windows* at a time, and each row of output pixels is handed back (yielded) as
+soon as no later window can touch it. Only one row of windows is ever in memory (input strips
+of at most ``strip_windows`` windows, the model's outputs for them, and a rolling accumulator
+``stride + 2 * margin`` rows high), so memory does not grow with the scene's height, and grows
+with its width only through that accumulator (a few MB for a 10980 px wide tile).
+
+Nothing here touches files or torch: ``read`` and ``predict_batch`` are callables, so the
+stitching is tested on numpy arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from sandwatch.grid import Window
+from sandwatch.predict.windows import (
+    WindowPair, blend_weights, check_window_edge, default_margin, reflect_read, window_grid, window_rows,
+)
+
+Reader = Callable[[Window], "tuple[np.ndarray, np.ndarray]"]
+BatchFn = Callable[[np.ndarray], np.ndarray]
+
+BLENDS = ("none", "cosine")
+
+
+def _runs(pairs: list[WindowPair], limit: int) -> list[list[WindowPair]]:
+    """Split a row of windows into runs of horizontally adjacent windows, at most ``limit`` long."""
+    out: list[list[WindowPair]] = []
+    for pair in pairs:
+        if out and len(out[-1]) < limit and out[-1][-1][1].col_stop == pair[1].col:
+            out[-1].append(pair)
+        else:
+            out.append([pair])
+    return out
+
+
+def select_windows(grid_shape: tuple[int, int], window: int, edge: int, *, region: Window | None = None,
+                   margin: int = 0, include: Callable[[Window], bool] | None = None
+                   ) -> tuple[list[list[WindowPair]], int]:
+    """Rows of the windows that contribute to ``region``, and how many were left out by ``include``."""
+    full = Window(0, 0, *grid_shape)
+    region = full if region is None else region.clip(*grid_shape)
+    rows, skipped = [], 0
+    if region is None:
+        return [], 0
+    for row in window_rows(window_grid(grid_shape, window, edge)):
+        chosen = []
+        for read_w, keep in row:
+            ext = keep.pad(margin) if margin else keep
+            if ext.intersection(region) is None:
+                continue
+            if include is not None and not include(keep):
+                skipped += 1
+                continue
+            chosen.append((read_w, keep))
+        if chosen:
+            rows.append(chosen)
+    return rows, skipped
+
+
+def _windows_before(rows: list[list[WindowPair]], grid_shape: tuple[int, int], window: int, edge: int, margin: int,
+                    include) -> int:
+    """How many windows of the whole grid's selection come before the first of ``rows``."""
+    first = rows[0][0][1]
+    if first.row == 0 and first.col == 0:
+        return 0
+    every, _ = select_windows(grid_shape, window, edge, margin=margin, include=include)
+    n = 0
+    for row in every:
+        for _, keep in row:
+            if keep.row == first.row and keep.col >= first.col or keep.row > first.row:
+                return n
+            n += 1
+    return n
+
+
+def tiled_inference(predict_batch: BatchFn, read: Reader, grid_shape: tuple[int, int], window: int, edge: int, *,
+                    region: Window | None = None, blend: str = "none", margin: int | None = None,
+                    batch_size: int = 8, include: Callable[[Window], bool] | None = None,
+                    strip_windows: int = 32, progress: Callable[[int], None] | None = None,
+                    stats: dict | None = None) -> Iterator[tuple[Window, np.ndarray]]:
+    """Predict a grid (or a ``region`` of it) window by window and yield finished row blocks.
+
+    Parameters
+    ----------
+    predict_batch:
+        ``(N, C, window, window)`` float32 input (as returned by ``read``) ->
+        ``(N, window, window)`` probabilities. Must treat each window independently.
+    read:
+        ``read(w) -> (data (C, h, w), valid bool (h, w))`` for a window ``w`` inside the grid.
+        Windows reaching outside the grid are mirrored (:func:`reflect_read`).
+    grid_shape, window, edge:
+        Grid (height, width), model window size, pixels discarded on each side of a window.
+    region:
+        Only produce this part of the grid (default: all). The windows are those of the whole
+        grid, so a region's pixels equal the same pixels of a whole-grid run.
+    blend:
+        ``"none"``: each pixel comes from the one window whose interior holds it.
+        ``"cosine"``: interiors grown by ``margin`` (default :func:`default_margin`) are
+        averaged with squared-cosine weights across seams.
+    include:
+        ``include(keep) -> bool``; windows for which it is False are not predicted (AOI mode).
+    strip_windows:
+        At most this many adjacent windows are read with one call to ``read``.
+    progress:
+        Called with the number of windows just predicted.
+    stats:
+        A dict that receives ``windows`` (predicted) and ``skipped_windows`` (left out).
+
+    Yields
+    ------
+    ``(block, prob)``: ``block`` a :class:`Window` spanning the region's columns, ``prob``
+    float32 ``block.shape``, NaN where nothing was predicted (outside windows that were
+    included, or where the input is not valid). Blocks come top to bottom and tile the region.
+    """
+    if blend not in BLENDS:
+        raise ValueError(f"blend must be one of {BLENDS}, not {blend!r}")
+    stride = check_window_edge(window, edge)
+    height, width = (int(v) for v in grid_shape)
+    full = Window(0, 0, height, width)
+    region = full if region is None else region.clip(height, width)
+    if region is None:
+        return
+    if blend == "none":
+        m = 0
+    else:
+        m = default_margin(window, edge) if margin is None else int(margin)
+        if m < 0 or m > edge or 2 * m > stride:
+            raise ValueError(f"blend margin {m} must lie in [0, min(edge, stride / 2)] = [0, {min(edge, stride // 2)}]")
+    rows, skipped = select_windows((height, width), window, edge, region=region, margin=m, include=include)
+    if stats is not None:
+        stats["windows"] = stats.get("windows", 0) + sum(len(r) for r in rows)
+        stats["skipped_windows"] = stats.get("skipped_windows", 0) + skipped
+
+    r_top, c0, r_stop, rw = region.row, region.col, region.row_stop, region.width
+    acc = np.zeros((0, rw), np.float32)    # weighted sum of probabilities, rows [buf0, buf0 + len)
+    wsum = np.zeros((0, rw), np.float32)   # sum of weights
+    buf0 = r_top
+
+    def grow(until: int):
+        nonlocal acc, wsum
+        need = min(until, r_stop) - buf0 - acc.shape[0]
+        if need > 0:
+            acc = np.concatenate([acc, np.zeros((need, rw), np.float32)])
+            wsum = np.concatenate([wsum, np.zeros((need, rw), np.float32)])
+
+    def emit(until: int):
+        nonlocal acc, wsum, buf0
+        until = min(until, r_stop)
+        if until <= buf0:
+            return None
+        grow(until)
+        n = until - buf0
+        a, s = acc[:n], wsum[:n]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            prob = np.where(s > 0, a / np.where(s > 0, s, 1), np.nan).astype(np.float32)
+        block = Window(buf0, c0, n, rw)
+        acc, wsum, buf0 = acc[n:], wsum[n:], until
+        return block, prob
+
+    ones_cache: dict[tuple[int, int], np.ndarray] = {}
+    pending: list[tuple[WindowPair, np.ndarray, np.ndarray]] = []   # (pair, input, valid) awaiting a batch
+
+    def flush():
+        batch = np.stack([x for _, x, _ in pending])
+        probs = np.asarray(predict_batch(batch), dtype=np.float32).reshape(len(pending), window, window)
+        for ((read_w, keep), _, valid_w), p in zip(pending, probs):
+            if m:
+                ext, wts = blend_weights(keep, m, (height, width))
+            else:
+                ext = keep
+                wts = ones_cache.get(keep.shape)
+                if wts is None:
+                    wts = ones_cache[keep.shape] = np.ones(keep.shape, np.float32)
+            target = ext.intersection(Window(buf0, c0, acc.shape[0], rw))
+            if target is None:
+                continue
+            src = target.relative_to(read_w)
+            w = wts[target.relative_to(ext).slices()] * valid_w[src.slices()]
+            dst = target.shift(-buf0, -c0)
+            acc[dst.slices()] += p[src.slices()] * w
+            wsum[dst.slices()] += w
+        if progress is not None:
+            progress(len(pending))
+        pending.clear()
+
+    # Batches are consecutive windows of the *whole grid's* row-major sequence of selected
+    # windows (they may span rows), so a row band of the grid is batched exactly as in a whole
+    # run: even a model whose float rounding depends on the batch gives identical pixels.
+    index = _windows_before(rows, (height, width), window, edge, m, include) if rows else 0
+    for row in rows:
+        keep_row = row[0][1]
+        grow(keep_row.row_stop + m)
+        for run in _runs(row, max(1, int(strip_windows))):
+            first = run[0][0]
+            strip = Window(first.row, first.col, window, run[-1][0].col_stop - first.col)
+            data, valid = reflect_read(read, strip, (height, width))
+            data = np.asarray(data, dtype=np.float32)
+            for pair in run:
+                off = pair[0].col - first.col
+                pending.append((pair, data[:, :, off:off + window].copy(), valid[:, off:off + window].copy()))
+                index += 1
+                if index % batch_size == 0:
+                    flush()
+            del data, valid
+        if pending:                      # rows from the oldest waiting window down are not final
+            done = pending[0][0][1].row - m
+        else:
+            done = r_stop if keep_row.row_stop >= height else keep_row.row_stop - m
+        out = emit(done)
+        if out is not None:
+            yield out
+    if pending:
+        flush()
+    out = emit(r_stop)
+    if out is not None:
+        yield out

@@ -1,0 +1,171 @@
+"""Streaming raster output: finished blocks go to a tiled GeoTIFF at once, which becomes a
+Cloud-Optimised GeoTIFF with overviews at the end, atomically.
+
+Memory: GDAL keeps at most one row of 256 x 256 tiles of a partially written block row in its
+cache (a few MB for a 10980 px wide tile); the COG conversion (rio-cogeo, ``in_memory=False``)
+works through GDAL's block cache as well. Nothing here holds a whole raster.
+
+Encodings of the probability raster:
+
+* ``uint8`` (default): ``value = 1 + round(254 * p)``, so 1..255 carry probabilities 0..1 and
+  0 is nodata, the same nodata value as Sentinel-2 digital numbers. The band's GDAL
+  scale/offset (``1/254``, ``-1/254``) turn values back into probabilities in QGIS/GDAL.
+* ``float32``: the probability itself, NaN is nodata.
+
+The binary mask is uint8: 1 mine, 0 not mine, 255 nodata.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import numpy as np
+import rasterio
+
+from sandwatch.grid import Grid, Window
+from sandwatch.io import atomic_output, temporary_sibling
+
+PROB_DTYPES = ("uint8", "float32")
+MASK_NODATA = 255
+UINT8_SCALE = 1.0 / 254.0
+
+
+def encode_probability(prob: np.ndarray, dtype: str) -> np.ndarray:
+    """Probabilities (NaN = nodata) to the stored values of ``dtype`` (see module doc)."""
+    if dtype == "float32":
+        return prob.astype(np.float32, copy=False)
+    if dtype != "uint8":
+        raise ValueError(f"dtype must be one of {PROB_DTYPES}")
+    nan = np.isnan(prob)
+    out = 1 + np.rint(np.clip(np.where(nan, 0, prob), 0, 1) * 254)
+    return np.where(nan, 0, out).astype(np.uint8)
+
+
+def decode_probability(values: np.ndarray, dtype: str | None = None) -> np.ndarray:
+    """Stored values back to probabilities (float32, NaN = nodata)."""
+    dtype = dtype or values.dtype.name
+    if dtype == "float32":
+        return values.astype(np.float32, copy=False)
+    v = values.astype(np.float32)
+    return np.where(values == 0, np.nan, (v - 1) * UINT8_SCALE).astype(np.float32)
+
+
+def probability_nodata(dtype: str) -> float:
+    return 0 if dtype == "uint8" else float("nan")
+
+
+def encode_mask(prob: np.ndarray, threshold: float) -> np.ndarray:
+    """Binary mask: 1 where ``prob >= threshold``, 0 below, 255 where ``prob`` is NaN."""
+    nan = np.isnan(prob)
+    out = (np.where(nan, 0, prob) >= threshold).astype(np.uint8)
+    out[nan] = MASK_NODATA
+    return out
+
+
+class StreamingCOGWriter:
+    """Write blocks of a single-band raster as they come, then publish a COG (or, with
+    ``cog=False``, the tiled GeoTIFF itself).
+
+    ::
+
+        with StreamingCOGWriter("out.tif", grid, "uint8", nodata=0) as w:
+            for window, block in blocks:
+                w.write(window, block)
+        # out.tif exists only now, as a validated-layout COG with overviews
+
+    On an exception inside the ``with`` block neither the final file nor the temporary
+    stream file is left behind.
+    """
+
+    def __init__(self, path: str | os.PathLike, grid: Grid, dtype: str, nodata: float | None, *,
+                 resampling: str = "average", blocksize: int = 256, tags: dict | None = None,
+                 scale: float | None = None, offset: float | None = None, description: str | None = None,
+                 cog: bool = True):
+        self.path = Path(path)
+        self.grid = grid
+        self.dtype = dtype
+        self.nodata = nodata
+        self.resampling = resampling
+        self.blocksize = blocksize
+        self.tags = dict(tags or {})
+        self.scale, self.offset = scale, offset
+        self.description = description
+        self.cog = cog
+        self._stream_path: Path | None = None
+        self._ds = None
+
+    # ---- context ---------------------------------------------------------------------------
+    def __enter__(self) -> "StreamingCOGWriter":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._stream_path = temporary_sibling(self.path.with_name(self.path.stem + ".stream.tif"))
+        profile = dict(
+            driver="GTiff", width=self.grid.width, height=self.grid.height, count=1, dtype=self.dtype,
+            crs=self.grid.crs, transform=self.grid.transform, nodata=self.nodata,
+            tiled=True, blockxsize=self.blocksize, blockysize=self.blocksize,
+            compress="deflate", predictor=2 if self.dtype == "uint8" else 3, BIGTIFF="IF_SAFER",
+        )
+        self._ds = rasterio.open(self._stream_path, "w", **profile)
+        if self.tags:
+            self._ds.update_tags(**{k: str(v) for k, v in self.tags.items()})
+        if self.scale is not None:
+            self._ds.scales = (self.scale,)
+            self._ds.offsets = (self.offset or 0.0,)
+        if self.description:
+            self._ds.set_band_description(1, self.description)
+        return self
+
+    def write(self, window: Window, block: np.ndarray) -> None:
+        """Write ``block`` (``window.shape``, already encoded) at ``window`` of the grid."""
+        self._ds.write(np.asarray(block, dtype=self.dtype)[None], window=window.to_rasterio())
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            self._ds.close()
+            if exc_type is None:
+                if self.cog:
+                    write_cog(self._stream_path, self.path, resampling=self.resampling)
+                else:   # a plain tiled GeoTIFF (row-band parts): the stream file is the result
+                    os.replace(self._stream_path, self.path)
+        finally:
+            self._cleanup()
+        return False
+
+    def _cleanup(self):
+        if self._stream_path is not None:
+            for p in [self._stream_path, *self._stream_path.parent.glob(self._stream_path.name + ".*")]:
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+
+
+def write_cog(src: str | os.PathLike, dst: str | os.PathLike, *, resampling: str = "average") -> Path:
+    """Translate a GeoTIFF to a deflate-compressed COG with internal overviews, atomically."""
+    from rio_cogeo.cogeo import cog_translate
+    from rio_cogeo.profiles import cog_profiles
+
+    dst = Path(dst)
+    profile = cog_profiles.get("deflate")
+    profile.update(blockxsize=256, blockysize=256)
+    with rasterio.open(src) as ds:
+        levels, size = 0, max(ds.width, ds.height)
+        while size > 256:          # halve until the smallest overview fits in one tile
+            size, levels = (size + 1) // 2, levels + 1
+        if ds.dtypes[0] == "float32":
+            profile.update(predictor=3)
+        else:
+            profile.update(predictor=2)
+    with atomic_output(dst) as tmp:
+        cog_translate(str(src), str(tmp), profile, overview_resampling=resampling, in_memory=False, quiet=True,
+                      forward_band_tags=True, overview_level=levels,
+                      config={"GDAL_NUM_THREADS": "1", "GDAL_TIFF_OVR_BLOCKSIZE": "256"})
+    return dst
+
+
+def validate_cog(path: str | os.PathLike) -> tuple[bool, list[str], list[str]]:
+    """``(is_valid, errors, warnings)`` from rio-cogeo's validator."""
+    from rio_cogeo.cogeo import cog_validate
+
+    return cog_validate(str(path), quiet=True)
+
+
