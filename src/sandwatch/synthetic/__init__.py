@@ -23,11 +23,12 @@ from sandwatch.synthetic.files import (dn_offset_for, mask_to_polygons, reflecta
                                        stretch_true_colour, utm_epsg, utm_grid, write_lines, write_polygons,
                                        write_quicklook, write_scene)
 from sandwatch.synthetic.landscape import SITE_KINDS, MineCluster, SceneTruth, SiteLandscape, SiteSpec
-from sandwatch.synthetic.scenes import make_scene, simple_truth
+from sandwatch.synthetic.scenes import CLOUD_TOA, cloud_opacity, make_scene, simple_truth, with_clouds
 from sandwatch.synthetic.spectra import (RenderOptions, Surface, render_bands, render_reflectance,
                                          smooth_noise, spectra_table, surface_spectrum)
 
 __all__ = [
+    "CLOUD_TOA", "cloud_opacity", "with_clouds",
     "DemoConfig", "KIND_CYCLE", "SITE_GROUPS", "SITE_KINDS", "MineCluster", "RenderOptions", "SceneTruth",
     "SiteLandscape", "SiteSpec", "Surface", "dn_offset_for", "make_scene", "mask_to_polygons", "plan_sites",
     "reflectance_to_dn", "render_bands", "render_reflectance", "scene_polygons", "scene_quicklook",

@@ -32,6 +32,7 @@ from sandwatch.io import atomic_output
 from sandwatch.synthetic.files import (mask_to_polygons, stretch_true_colour, utm_grid, write_lines,
                                        write_polygons, write_quicklook, write_scene)
 from sandwatch.synthetic.landscape import SceneTruth, SiteLandscape, SiteSpec
+from sandwatch.synthetic.scenes import cloud_opacity, with_clouds
 from sandwatch.synthetic.spectra import RenderOptions, render_bands
 
 #: Geographic groups of demo sites: rivers known for sand mining, several hundred km apart.
@@ -134,9 +135,22 @@ def scene_polygons(truth: SceneTruth, grid: Grid) -> tuple[list, list[str]]:
     return geoms, conf
 
 
+CloudsArg = Mapping[str, Mapping[dt.date | str, float]] | None
+
+
+def _site_clouds(clouds: CloudsArg, name: str) -> dict[dt.date, float]:
+    """Cloud cover per date of one site from ``{site: {date: cover}}`` (dates as dates or ISO text)."""
+    if not clouds or name not in clouds:
+        return {}
+    return {_as_date(d, "clouds"): float(c) for d, c in clouds[name].items()}
+
+
 def write_site(spec: SiteSpec, out_dir: str | os.PathLike, *, res: float = 10.0,
-               render: RenderOptions = RenderOptions(), quicklook_max: int = 1024) -> list[Observation]:
-    """Write all dates of one site (scenes, quicklooks, polygons, river line); return its observations."""
+               render: RenderOptions = RenderOptions(), quicklook_max: int = 1024,
+               clouds: Mapping[dt.date, float] | None = None) -> list[Observation]:
+    """Write all dates of one site (scenes, quicklooks, polygons, river line); return its observations.
+    ``clouds``: cloud cover (0..1) per date, blended in with :func:`sandwatch.synthetic.with_clouds`
+    (the polygons still show the mining under the clouds)."""
     out_dir = Path(out_dir)
     site_dir = out_dir / spec.name
     site_dir.mkdir(parents=True, exist_ok=True)
@@ -153,9 +167,13 @@ def write_site(spec: SiteSpec, out_dir: str | os.PathLike, *, res: float = 10.0,
         rgb_bands: dict[str, np.ndarray] = {}
         step = max(1, int(np.ceil(spec.size / quicklook_max)))
 
+        cover = (clouds or {}).get(date, 0.0)
+
         def bands():
             gen = render_bands(truth.surface, truth.secondary, truth.weight, brightness=truth.brightness,
                                seed=np.random.SeedSequence(list(spec.seed) + [2000 + k]), options=render)
+            if cover > 0:
+                gen = with_clouds(gen, cloud_opacity(grid.shape, cover, seed=int(spec.seed[-1]) * 1000 + k))
             for name, arr in zip(L1C_BANDS, gen):
                 if name in ("B02", "B03", "B04"):  # kept (decimated) for the quicklook
                     rgb_bands[name] = arr[::step, ::step].copy() if step > 1 else arr
@@ -173,13 +191,14 @@ def write_site(spec: SiteSpec, out_dir: str | os.PathLike, *, res: float = 10.0,
 
 def write_demo_data(out_dir: str | os.PathLike, sites: int = 6, size: int = 512, seed: int = 0,
                     dates: DatesArg = None, *, config: DemoConfig | None = None,
-                    progress: bool | None = None) -> Path:
+                    progress: bool | None = None, clouds: CloudsArg = None) -> Path:
     """Write a synthetic demo dataset to ``out_dir`` and return the path of its ``manifest.yaml``.
 
     Per site: one 13-band L1C-like GeoTIFF per date (two by default, see :func:`plan_sites` for
     ``dates``), mining polygons per date, the river centre line, PNG quicklooks. Sites lie in a
     few geographic groups across India (UTM zones 43-46) so a geographic split makes sense.
     Deterministic for a given seed. A 6-site, 512 px dataset takes a few seconds.
+    ``clouds``: ``{site name: {date: cover 0..1}}`` puts clouds over those scenes.
     """
     cfg = config or DemoConfig(sites=sites, size=size, seed=seed)
     out_dir = Path(out_dir)
@@ -191,7 +210,8 @@ def write_demo_data(out_dir: str | os.PathLike, sites: int = 6, size: int = 512,
         progress = cfg.sites * cfg.size**2 > 4 * 512**2
     observations: list[Observation] = []
     for spec in tqdm(specs, desc="demo sites", unit="site", disable=not progress):
-        observations += write_site(spec, out_dir, res=cfg.res, render=cfg.render, quicklook_max=cfg.quicklook_max)
+        observations += write_site(spec, out_dir, res=cfg.res, render=cfg.render, quicklook_max=cfg.quicklook_max,
+                                   clouds=_site_clouds(clouds, spec.name))
     manifest = Manifest(name="sandwatch-demo", aoi_buffer_m=cfg.aoi_buffer_m, observations=observations)
     info = {"seed": cfg.seed, "size": cfg.size, "sites": [
         {"name": s.name, "kind": s.kind, "group": SITE_GROUPS[s.group][0], "longitude": s.lon, "latitude": s.lat,

@@ -1,0 +1,124 @@
+"""``sandwatch monitor``: follow a site over many dates; ``sandwatch monitor report DB``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+HELP = """Follow one site over many dates: mined area per date, alerts, a history database.
+
+\b
+Each scene (one site, any dates, any order, all on one grid) is predicted inside the
+AOI with the checkpoint; pixels with nodata, clouds or shadows are not counted (L2A: the
+SCL band; L1C: a brightness/haze/whiteness + B10 cirrus test, see --cloud-test). A date
+with less than --min-valid of its AOI observed is a gap: shown as a gap, no alerts.
+A new-mining alert is a region of at least --min-area-ha predicted mine on --k
+consecutive valid dates where it was not mine before; growing regions raise "growth",
+regions that stop raise "inactive". Outputs in OUT_DIR:
+  history.sqlite          sites, observations, detections, alerts (or --db URL)
+  timeseries.csv/.png     mined area per date (gaps empty / broken line), alerts marked
+  polygons/DATE.geojson   mining polygons per date (EPSG:4326)
+  alerts.csv/.geojson     alerts: date, first seen, area, growth, centroid lat/lon
+Re-running with the same scenes adds nothing; adding a date adds one observation and
+only the alerts it causes. Each date is committed on its own (a killed run keeps them).
+\b
+Examples:
+  sandwatch monitor --checkpoint best.ckpt --site site00 --aoi demo/site00/rivers.geojson \\
+      --scenes demo/site00/*.tif -o monitor/site00
+  sandwatch monitor report monitor/site00/history.sqlite
+"""
+
+
+class _MonitorGroup(click.Group):
+    """A group whose own options run the monitor and whose ``--scenes`` takes several values."""
+
+    def parse_args(self, ctx, args):
+        args = list(args)
+        if args and args[0] in self.commands:
+            return super().parse_args(ctx, args)
+        out, i = [], 0
+        while i < len(args):
+            a = args[i]
+            if a == "--scenes":
+                i += 1
+                while i < len(args) and not args[i].startswith("-"):
+                    out += ["--scenes", args[i]]
+                    i += 1
+                continue
+            out.append(a)
+            i += 1
+        return super().parse_args(ctx, out)
+
+
+@click.group("monitor", cls=_MonitorGroup, invoke_without_command=True, help=HELP,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), help="Checkpoint of `sandwatch train`.")
+@click.option("--site", help="Name of the site (its key in the history database).")
+@click.option("--aoi", type=click.Path(path_type=Path),
+              help="River vectors (buffered by --aoi-buffer) or, with --aoi-buffer 0, the AOI polygons.")
+@click.option("--scenes", multiple=True, metavar="SCENE...", help="Scenes of the site (several after one --scenes).")
+@click.option("-o", "--out-dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option("--db", default=None, metavar="PATH|URL",
+              help="History database: SQLite path or SQLAlchemy URL  [default: OUT_DIR/history.sqlite]")
+@click.option("--k", "k", type=int, default=2, show_default=True, help="Consecutive valid mine dates for an alert.")
+@click.option("--min-area-ha", type=float, default=0.5, show_default=True, help="Smallest region that alerts.")
+@click.option("--min-valid", type=float, default=0.5, show_default=True,
+              help="Observed fraction of the AOI below which a date is a gap.")
+@click.option("--threshold", type=float, default=None, help="Mine probability threshold (default: the checkpoint's).")
+@click.option("--aoi-buffer", type=float, default=1000.0, show_default=True, help="AOI buffer around rivers, metres.")
+@click.option("--cloud-test", type=click.Choice(["auto", "scl", "l1c", "none"]), default="auto", show_default=True,
+              help="auto: SCL for L2A, the L1C test for L1C, none otherwise.")
+@click.option("--edge", type=int, default=30, show_default=True, help="Pixels discarded at each window side.")
+@click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.pass_context
+def monitor(ctx, checkpoint, site, aoi, scenes, out_dir, db, k, min_area_ha, min_valid, threshold, aoi_buffer,
+            cloud_test, edge, device, quiet):
+    if ctx.invoked_subcommand is not None:
+        return
+    missing = [name for name, v in (("--checkpoint", checkpoint), ("--site", site), ("--aoi", aoi),
+                                    ("--scenes", scenes), ("-o", out_dir)) if not v]
+    if missing:
+        from sandwatch.errors import SandwatchError
+
+        raise SandwatchError.about("sandwatch monitor", f"missing {', '.join(missing)}",
+                                   "see `sandwatch monitor --help` for an example")
+    from sandwatch.errors import SandwatchError
+    from sandwatch.models.checkpoint import Checkpoint
+    from sandwatch.monitor import AlertConfig, MonitorConfig, monitor_site
+
+    try:
+        alerts = AlertConfig(k=k, min_area_m2=min_area_ha * 1e4, min_valid_fraction=min_valid)
+    except ValueError as err:
+        raise SandwatchError.about("sandwatch monitor", str(err), "check --k, --min-area-ha and --min-valid") from None
+    config = MonitorConfig(alerts=alerts, threshold=threshold, aoi_buffer_m=aoi_buffer, edge=edge,
+                           cloud_test=cloud_test)
+    ckpt = Checkpoint.load(checkpoint)
+    res = monitor_site(ckpt, site, aoi, list(scenes), out_dir, db=db, config=config, progress=not quiet, device=device)
+    n_gaps = sum(1 for o in res.series if o["gap"])
+    click.echo(f"{site}: {res.added_observations} new date(s), {res.known_observations} already known, "
+               f"{len(res.series)} in all ({n_gaps} gaps); {res.added_alerts} new alert(s)")
+    new_ids = {a["id"] for a in sorted(res.alerts, key=lambda a: a["id"])[-res.added_alerts:]} \
+        if res.added_alerts else set()
+    for a in res.alerts:
+        if a["id"] in new_ids:
+            where = "" if a["latitude"] is None else f" at {a['latitude']:.5f}N {a['longitude']:.5f}E"
+            click.echo(f"  alert {a['kind']}: region {a['region']} on {a['date']} (first seen {a['first_seen']}), "
+                       f"{a['area_m2'] / 1e4:.2f} ha, growth {a['growth_m2'] / 1e4:+.2f} ha{where}")
+    click.echo(f"-> {res.paths['timeseries_csv'].parent}")
+
+
+@monitor.command("report", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("db")
+def report(db):
+    """Print the sites of a history database with their latest mined area, trend and open alerts.
+
+    \b
+    DB: the history.sqlite of a monitor run, or an SQLAlchemy URL.
+    Example:
+      sandwatch monitor report monitor/site00/history.sqlite
+    """
+    from sandwatch.monitor import format_report, site_report
+
+    click.echo(format_report(site_report(db)))

@@ -1,0 +1,223 @@
+"""The history database: sites, observations, detections and alerts (SQLAlchemy 2 Core).
+
+One SQLite file by default (``DIR/history.sqlite``); any SQLAlchemy URL works as well
+(``postgresql+psycopg://user@host/db`` with its driver installed). Tables:
+
+* ``sites``: name (unique), grid (CRS, transform, size), AOI (WKT in the grid CRS) and the AOI
+  window of the grid the observation rasters cover, centre latitude/longitude;
+* ``observations``: one per (site, date, scene hash), unique: scene, valid fraction, gap flag,
+  mined km2 (NULL on gaps), number of polygons, the observation raster and polygons files;
+* ``detections``: the mining polygons of an observation (WKT in the scene CRS, GeoJSON in WGS84);
+* ``alerts``: one per (site, region, kind, date), unique: first-seen date, area, growth,
+  centroid latitude/longitude, outline (WKT and GeoJSON), link to the date's polygons file.
+
+Each date is written by :meth:`History.record_date` in one transaction, so a run killed
+midway keeps every date committed before the kill.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (Boolean, Column, Date, DateTime, Float, ForeignKey, Integer, MetaData, String, Table, Text,
+                        UniqueConstraint, create_engine, event, select)
+from sqlalchemy.engine import Engine
+
+from sandwatch.errors import SandwatchError
+
+metadata = MetaData()
+
+sites = Table(
+    "sites", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("crs", Text, nullable=False),
+    Column("transform", Text, nullable=False),      # JSON list of 6 affine coefficients
+    Column("width", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("window", Text, nullable=False),         # JSON [row, col, height, width] of the AOI window
+    Column("aoi_wkt", Text, nullable=False),
+    Column("latitude", Float),
+    Column("longitude", Float),
+    Column("created", DateTime, nullable=False),
+)
+
+observations = Table(
+    "observations", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("site_id", Integer, ForeignKey("sites.id"), nullable=False, index=True),
+    Column("date", Date, nullable=False),
+    Column("scene", Text, nullable=False),
+    Column("scene_hash", String(64), nullable=False),
+    Column("valid_fraction", Float, nullable=False),
+    Column("gap", Boolean, nullable=False),
+    Column("mined_km2", Float),                     # NULL on gap dates
+    Column("n_polygons", Integer),                  # NULL on gap dates
+    Column("cloud_test", String(16)),
+    Column("observation_raster", Text),             # uint8 GeoTIFF of the AOI window: 1 mine, 0 not, 255 unobserved
+    Column("polygons", Text),                       # GeoJSON of the date's mining polygons
+    Column("created", DateTime, nullable=False),
+    UniqueConstraint("site_id", "date", "scene_hash", name="uq_observation"),
+)
+
+detections = Table(
+    "detections", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("observation_id", Integer, ForeignKey("observations.id"), nullable=False, index=True),
+    Column("polygon", Integer, nullable=False),
+    Column("area_m2", Float, nullable=False),
+    Column("wkt", Text, nullable=False),
+    Column("geojson", Text, nullable=False),
+)
+
+alerts = Table(
+    "alerts", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("site_id", Integer, ForeignKey("sites.id"), nullable=False, index=True),
+    Column("region", Integer, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("date", Date, nullable=False),
+    Column("first_seen", Date, nullable=False),
+    Column("area_m2", Float, nullable=False),
+    Column("growth_m2", Float, nullable=False),
+    Column("latitude", Float),
+    Column("longitude", Float),
+    Column("wkt", Text),
+    Column("geojson", Text),
+    Column("polygons", Text),
+    Column("created", DateTime, nullable=False),
+    UniqueConstraint("site_id", "region", "kind", "date", name="uq_alert"),
+)
+
+
+def database_url(db: str | os.PathLike) -> str:
+    """An SQLAlchemy URL: URLs (``scheme://...``) as they are, paths as ``sqlite:///PATH``."""
+    text = str(db)
+    if "://" in text:
+        return text
+    return f"sqlite:///{Path(text).resolve()}"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+@dataclass
+class SiteRecord:
+    id: int
+    name: str
+    crs: str
+    transform: list[float]
+    width: int
+    height: int
+    window: list[int]
+    aoi_wkt: str
+    latitude: float | None
+    longitude: float | None
+
+
+class History:
+    """The monitoring history behind a URL or SQLite path (tables created when missing)."""
+
+    def __init__(self, db: str | os.PathLike, *, must_exist: bool = False):
+        url = database_url(db)
+        self.url = url
+        if url.startswith("sqlite:///"):
+            path = Path(url[len("sqlite:///"):])
+            if must_exist and not path.is_file():
+                raise SandwatchError.about(path, "no such history database", "pass the history.sqlite of a monitor run")
+            path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.engine: Engine = create_engine(url, future=True)
+            if url.startswith("sqlite"):
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+            metadata.create_all(self.engine)
+        except Exception as err:  # noqa: BLE001 - bad URL / unreachable server / not a database
+            first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+            raise SandwatchError.about(db, f"cannot be opened as a history database ({first})",
+                                       "pass a .sqlite path or a reachable SQLAlchemy URL") from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ---- sites ---------------------------------------------------------------------------
+    def site(self, name: str) -> SiteRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(sites).where(sites.c.name == name)).mappings().first()
+        return _site_record(row) if row else None
+
+    def sites(self) -> list[SiteRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(sites).order_by(sites.c.name)).mappings().all()
+        return [_site_record(r) for r in rows]
+
+    def add_site(self, name: str, *, crs: str, transform: list[float], width: int, height: int, window: list[int],
+                 aoi_wkt: str, latitude: float | None, longitude: float | None) -> SiteRecord:
+        with self.engine.begin() as conn:
+            conn.execute(sites.insert().values(
+                name=name, crs=crs, transform=json.dumps(list(transform)), width=width, height=height,
+                window=json.dumps(list(window)), aoi_wkt=aoi_wkt, latitude=latitude, longitude=longitude,
+                created=_now()))
+        return self.site(name)  # type: ignore[return-value]
+
+    # ---- observations --------------------------------------------------------------------
+    def observations(self, site_id: int) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(observations).where(observations.c.site_id == site_id)
+                                .order_by(observations.c.date, observations.c.scene_hash)).mappings().all()
+        return [dict(r) for r in rows]
+
+    def alerts(self, site_id: int) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(alerts).where(alerts.c.site_id == site_id)
+                                .order_by(alerts.c.date, alerts.c.region, alerts.c.id)).mappings().all()
+        return [dict(r) for r in rows]
+
+    def detections(self, observation_id: int) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(detections).where(detections.c.observation_id == observation_id)
+                                .order_by(detections.c.polygon)).mappings().all()
+        return [dict(r) for r in rows]
+
+    def record_date(self, site_id: int, observation: dict[str, Any] | None, polygons: list[dict[str, Any]],
+                    new_alerts: list[dict[str, Any]]) -> tuple[int, int]:
+        """In ONE transaction: the observation (unless None or already there) with its
+        detections, and the alerts not yet recorded. Returns (observations added, alerts added)."""
+        n_obs = n_alerts = 0
+        with self.engine.begin() as conn:
+            if observation is not None:
+                exists = conn.execute(select(observations.c.id).where(
+                    (observations.c.site_id == site_id) & (observations.c.date == observation["date"])
+                    & (observations.c.scene_hash == observation["scene_hash"]))).first()
+                if exists is None:
+                    res = conn.execute(observations.insert().values(site_id=site_id, created=_now(), **observation))
+                    obs_id = res.inserted_primary_key[0]
+                    if polygons:
+                        conn.execute(detections.insert(), [{"observation_id": obs_id, **p} for p in polygons])
+                    n_obs = 1
+            for a in new_alerts:
+                exists = conn.execute(select(alerts.c.id).where(
+                    (alerts.c.site_id == site_id) & (alerts.c.region == a["region"]) & (alerts.c.kind == a["kind"])
+                    & (alerts.c.date == a["date"]))).first()
+                if exists is None:
+                    conn.execute(alerts.insert().values(site_id=site_id, created=_now(), **a))
+                    n_alerts += 1
+        return n_obs, n_alerts
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.close()
+
+
+def _site_record(row) -> SiteRecord:
+    return SiteRecord(id=row["id"], name=row["name"], crs=row["crs"], transform=json.loads(row["transform"]),
+                      width=row["width"], height=row["height"], window=json.loads(row["window"]),
+                      aoi_wkt=row["aoi_wkt"], latitude=row["latitude"], longitude=row["longitude"])

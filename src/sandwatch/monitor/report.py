@@ -1,0 +1,68 @@
+"""``site_report``: per site of a history database, the latest area, the trend and open alerts."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from sandwatch.monitor.history import History
+from sandwatch.monitor.series import trend
+
+
+@dataclass
+class SiteSummary:
+    site: str
+    latitude: float | None
+    longitude: float | None
+    dates: int
+    gaps: int
+    latest_date: Any
+    latest_km2: float | None
+    trend: str
+    change_km2: float
+    open_alerts: list[dict[str, Any]] = field(default_factory=list)
+
+
+def open_alerts(alert_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The latest alert of every region whose latest alert is not "inactive"."""
+    latest: dict[int, dict] = {}
+    for a in sorted(alert_rows, key=lambda a: (a["date"], a["id"])):
+        latest[a["region"]] = a
+    return [a for _, a in sorted(latest.items()) if a["kind"] != "inactive"]
+
+
+def site_report(db: str | os.PathLike) -> list[SiteSummary]:
+    """Summaries of all sites in a history database (SQLite path or SQLAlchemy URL)."""
+    history = History(db, must_exist=True)
+    try:
+        out = []
+        for rec in history.sites():
+            obs = history.observations(rec.id)
+            valid = [(o["date"], o["mined_km2"]) for o in obs if not o["gap"] and o["mined_km2"] is not None]
+            label, delta = trend(valid)
+            out.append(SiteSummary(
+                site=rec.name, latitude=rec.latitude, longitude=rec.longitude, dates=len(obs),
+                gaps=sum(1 for o in obs if o["gap"]), latest_date=valid[-1][0] if valid else None,
+                latest_km2=valid[-1][1] if valid else None, trend=label, change_km2=delta,
+                open_alerts=open_alerts(history.alerts(rec.id))))
+        return out
+    finally:
+        history.close()
+
+
+def format_report(summaries: list[SiteSummary]) -> str:
+    """Plain-text table of :func:`site_report`, with one line per open alert."""
+    if not summaries:
+        return "no sites in this database yet (run `sandwatch monitor` first)"
+    lines = [f"{'site':<20} {'latest valid':<12} {'mined km2':>10} {'trend':<22} {'dates':>5} {'gaps':>4} {'open alerts':>11}"]
+    for s in summaries:
+        km2 = "-" if s.latest_km2 is None else f"{s.latest_km2:.4f}"
+        tr = s.trend if s.trend in ("unknown",) else f"{s.trend} ({s.change_km2:+.4f})"
+        lines.append(f"{s.site:<20} {str(s.latest_date or '-'):<12} {km2:>10} {tr:<22} {s.dates:>5} {s.gaps:>4} "
+                     f"{len(s.open_alerts):>11}")
+        for a in s.open_alerts:
+            where = "" if a["latitude"] is None else f" at {a['latitude']:.5f}N {a['longitude']:.5f}E"
+            lines.append(f"  region {a['region']}: {a['kind']} on {a['date']} (first seen {a['first_seen']}), "
+                         f"{a['area_m2'] / 1e4:.2f} ha, growth {a['growth_m2'] / 1e4:+.2f} ha{where}")
+    return "\n".join(lines)

@@ -1,0 +1,458 @@
+"""``monitor_site``: one site's scenes at many dates -> history database, time series, alerts.
+
+For every scene not yet in the history (in date order, merged with the dates already there):
+
+1. ``predict_scene`` maps mining inside the AOI (outputs kept in ``DIR/predictions/``);
+2. the pixels really observed are the AOI pixels with data and no cloud/shadow
+   (:mod:`sandwatch.monitor.clouds`); they go to an *observation raster* of the AOI window,
+   ``DIR/observations/DATE_HASH.tif`` (uint8: 1 mine, 0 not mine, 255 not observed);
+3. the date's figures (valid fraction, mined km2, polygons) and polygons
+   (``DIR/polygons/DATE.geojson``) are made;
+4. the alert tracker (:mod:`sandwatch.monitor.series`) is fed the date; the observation, its
+   detections and the alerts it raises are committed in ONE transaction.
+
+Dates already in the history are not predicted again: their observation rasters are read to
+bring the tracker up to date, and alerts already recorded are not recorded twice. So a re-run
+with the same scenes adds nothing, and a new date adds one observation and its own alerts.
+At the end ``timeseries.csv``, ``timeseries.png``, ``alerts.csv`` and ``alerts.geojson`` are
+written for the site from the database (all its dates, not only this run's).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.features
+import shapely
+from affine import Affine
+from rasterio.crs import CRS
+from shapely.geometry import mapping, shape
+
+from sandwatch.errors import SandwatchError
+from sandwatch.grid import Grid, Window
+from sandwatch.io import atomic_output
+from sandwatch.monitor.clouds import CLOUD_TESTS, L1CCloudTest, observed_mask
+from sandwatch.monitor.history import History
+from sandwatch.monitor.series import AlertConfig, AlertEvent, AlertTracker, date_figures
+
+NOT_OBSERVED = 255
+DB_NAME = "history.sqlite"
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """Published defaults of ``sandwatch monitor``."""
+
+    alerts: AlertConfig = AlertConfig()
+    threshold: float | None = None       #: mine where probability >= this (default: the checkpoint's)
+    aoi_buffer_m: float = 1000.0         #: buffer around river vectors (0: the AOI file's polygons as they are)
+    edge: int = 30                       #: pixels discarded at each window side (see ``predict``)
+    batch_size: int = 8
+    cloud_test: str = "auto"             #: auto | scl | l1c | none
+    l1c_test: L1CCloudTest = L1CCloudTest()
+
+    def __post_init__(self):
+        if self.cloud_test not in CLOUD_TESTS:
+            raise SandwatchError.about("--cloud-test", f"unknown test {self.cloud_test!r}",
+                                       f"use one of {', '.join(CLOUD_TESTS)}")
+
+
+@dataclass
+class MonitorResult:
+    site: str
+    paths: dict[str, Path]
+    added_observations: int = 0
+    added_alerts: int = 0
+    known_observations: int = 0
+    series: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+
+
+# ---- small helpers -----------------------------------------------------------------------------
+def scene_fingerprint(source: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """SHA-256 (hex) identifying a scene's content cheaply: for a file its size and first and
+    last MiB; for a folder the same over its files (sorted by name); a URL hashes as text."""
+    text = str(source)
+    h = hashlib.sha256()
+    if "://" in text:
+        h.update(text.encode())
+        return h.hexdigest()
+    path = Path(text)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for p in files:
+        size = p.stat().st_size
+        h.update(f"{p.name if path.is_dir() else ''}:{size}:".encode())
+        with open(p, "rb") as f:
+            h.update(f.read(chunk))
+            if size > chunk:
+                f.seek(max(chunk, size - chunk))
+                h.update(f.read(chunk))
+    return h.hexdigest()
+
+
+def _to_wgs84(geom, crs: CRS):
+    if geom is None or geom.is_empty or crs.to_epsg() == 4326:
+        return geom
+    from pyproj import Transformer
+
+    tr = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    return shapely.transform(geom, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+
+
+def mask_polygons(mask: np.ndarray, grid: Grid) -> list:
+    """Polygons (grid CRS) of the 8-connected regions of a boolean mask on ``grid``."""
+    m = np.asarray(mask, bool)
+    if not m.any():
+        return []
+    return [shape(g) for g, v in rasterio.features.shapes(m.astype(np.uint8), mask=m, transform=grid.transform,
+                                                          connectivity=8) if v == 1]
+
+
+def _area_m2(geom, grid: Grid) -> float:
+    return float(geom.area / abs(grid.transform.determinant) * grid.pixel_area_m2)
+
+
+def _write_feature_collection(path: Path, features: list[dict]) -> Path:
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps({"type": "FeatureCollection", "features": features}) + "\n")
+    return path
+
+
+def write_observation_raster(path: Path, mine: np.ndarray, observed: np.ndarray, grid: Grid, date: dt.date) -> Path:
+    """uint8 GeoTIFF on ``grid``: 1 mine, 0 not mine, 255 not observed."""
+    data = np.where(observed, mine.astype(np.uint8), NOT_OBSERVED).astype(np.uint8)
+    with atomic_output(path) as tmp:
+        with rasterio.open(tmp, "w", driver="GTiff", width=grid.width, height=grid.height, count=1, dtype="uint8",
+                           crs=grid.crs, transform=grid.transform, nodata=NOT_OBSERVED, compress="deflate") as dst:
+            dst.write(data, 1)
+            dst.update_tags(ACQUISITION_DATE=date.isoformat(), VALUES="1 mine, 0 not mine, 255 not observed")
+    return path
+
+
+def read_observation_raster(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with rasterio.open(path) as src:
+        data = src.read(1)
+    observed = data != NOT_OBSERVED
+    return (data == 1) & observed, observed
+
+
+def _site_grid(rec) -> Grid:
+    return Grid(CRS.from_user_input(rec.crs), Affine(*rec.transform[:6]), rec.width, rec.height)
+
+
+# ---- the stage ---------------------------------------------------------------------------------------
+def monitor_site(checkpoint, site: str, aoi, scenes: Sequence, out_dir: str | os.PathLike, *,
+                 db: str | os.PathLike | None = None, config: MonitorConfig = MonitorConfig(),
+                 progress: bool = True, device=None,
+                 on_commit: Callable[[dt.date, str], None] | None = None) -> MonitorResult:
+    """Monitor one site: see the module docstring.
+
+    ``checkpoint``: a Checkpoint, its path, or a :class:`sandwatch.predict.Predictor` (built
+    only when a scene needs predicting). ``aoi``: river vectors (buffered by
+    ``config.aoi_buffer_m``; 0 takes the file's polygons as the AOI) or a shapely geometry in
+    the scenes' CRS. ``scenes``: paths/URLs (or Scenes) of the site at any dates, any order,
+    all on one grid. ``db``: SQLite path or SQLAlchemy URL (default ``out_dir/history.sqlite``).
+    ``on_commit(date, scene)`` is called after each date's transaction.
+    """
+    from tqdm.auto import tqdm
+
+    from sandwatch.predict import as_predictor, predict_scene
+    from sandwatch.predict.core import as_scene
+
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not site or not str(site).strip():
+        raise SandwatchError.about("--site", "is empty", "name the site, e.g. --site wainganga-01")
+    if not scenes:
+        raise SandwatchError.about("--scenes", "no scenes given", "pass one or more scenes of the site")
+    history = History(db if db is not None else out_dir / DB_NAME)
+    try:
+        # ---- scenes: open, date, fingerprint ---------------------------------------------
+        opened = []
+        for s in scenes:
+            src = str(getattr(s, "source", s))
+            if "://" not in src and not Path(src).exists():
+                raise SandwatchError.about(src, "no such scene", "check the path")
+            scene = as_scene(s)
+            if scene.date is None:
+                raise SandwatchError.about(src, "has no acquisition date",
+                                           "use a scene with its date in the metadata or the name (YYYYMMDD)")
+            opened.append((scene.date, scene_fingerprint(src), scene))
+        grid0: Grid = opened[0][2].grid
+
+        # ---- site record: grid, AOI, window --------------------------------------------------
+        rec = history.site(site)
+        geom = _resolve_aoi(aoi, opened[0][2], config.aoi_buffer_m)
+        if rec is None:
+            window = grid0.window_from_bounds(*geom.bounds).clip(grid0.height, grid0.width)
+            if window is None:
+                raise SandwatchError.about("--aoi", "does not overlap the scenes", "pass the AOI of this site")
+            centre = _to_wgs84(geom.centroid, grid0.crs)
+            rec = history.add_site(site, crs=grid0.crs.to_wkt(), transform=list(grid0.transform)[:6],
+                                   width=grid0.width, height=grid0.height,
+                                   window=[window.row, window.col, window.height, window.width], aoi_wkt=geom.wkt,
+                                   latitude=float(centre.y), longitude=float(centre.x))
+        site_grid = _site_grid(rec)
+        stored_aoi = shapely.from_wkt(rec.aoi_wkt)
+        if not _same_aoi(geom, stored_aoi, site_grid):
+            raise SandwatchError.about("--aoi", f"differs from the AOI site {site!r} was monitored with",
+                                       "pass the same AOI, or a new --site name / database")
+        geom = stored_aoi
+        for _, _, scene in opened:
+            if not scene.grid.same_as(site_grid):
+                raise SandwatchError.about(scene.source, f"is not on the grid of site {site!r} "
+                                           f"({scene.grid.width}x{scene.grid.height} {scene.grid.crs.to_string()})",
+                                           "pass scenes of one tile, or warp them to the site's grid first")
+        window = Window(*rec.window)
+        wgrid = site_grid.window_grid(window)
+        from sandwatch.aoi import rasterize_aoi
+
+        aoi_mask = rasterize_aoi(geom, site_grid, window)
+        if not aoi_mask.any():
+            raise SandwatchError.about("--aoi", "covers no pixel centre of the scenes", "pass a larger AOI")
+        px_area = site_grid.pixel_area_m2
+
+        # ---- merge known dates and new scenes, in date order ---------------------------------------
+        known = {(o["date"], o["scene_hash"]): o for o in history.observations(rec.id)}
+        given = {}
+        for date, h, scene in opened:
+            given.setdefault((date, h), scene)
+        keys = sorted(set(known) | set(given))
+        tracker = AlertTracker(window.shape, px_area, config.alerts)
+        predictor = None
+        result = MonitorResult(site=site, paths={}, known_observations=len(known))
+        dirs = {name: out_dir / name for name in ("predictions", "observations", "polygons")}
+
+        bar = tqdm(keys, desc=f"monitor {site}", unit="date", disable=not progress)
+        for key in bar:
+            date, h = key
+            obs_row = None
+            polygons: list[dict] = []
+            scene = given.get(key)
+            old = known.get(key)
+            raster = Path(old["observation_raster"]) if old else dirs["observations"] / f"{date}_{h[:8]}.tif"
+            if old is not None and raster.is_file():
+                mine, observed = read_observation_raster(raster)
+                valid_fraction = float(old["valid_fraction"])
+                poly_path = old["polygons"]
+            else:
+                if scene is None:
+                    raise SandwatchError.about(raster, f"the observation raster of {date} is missing",
+                                               "pass that date's scene again, or -o the folder of the earlier runs")
+                if predictor is None:
+                    predictor = as_predictor(checkpoint, device=device)
+                name = f"{site}_{date}_{h[:8]}"
+                pred = predict_scene(predictor, scene, dirs["predictions"], edge=config.edge, aoi=geom,
+                                     threshold=config.threshold, batch_size=config.batch_size, progress=False,
+                                     name=name)
+                mine, observed, method = observe(scene, pred.paths["mask"], window, aoi_mask, config)
+                write_observation_raster(raster, mine, observed, wgrid, date)
+                fig = date_figures(mine, observed, aoi_mask, px_area)
+                valid_fraction = fig.valid_fraction
+                gap = tracker.is_gap(valid_fraction)
+                poly_path, polygons = _write_date_polygons(dirs["polygons"], site, date, h, mine, wgrid, len(
+                    [k for k in keys if k[0] == date]) > 1)
+                obs_row = {"date": date, "scene": str(scene.source), "scene_hash": h,
+                           "valid_fraction": valid_fraction, "gap": gap,
+                           "mined_km2": None if gap else fig.mined_km2, "n_polygons": None if gap else fig.n_polygons,
+                           "cloud_test": method, "observation_raster": str(raster), "polygons": str(poly_path)}
+            events = tracker.update(date, mine, observed, valid_fraction)
+            alert_rows = [_alert_row(e, wgrid, poly_path) for e in events]
+            n_obs, n_alerts = history.record_date(rec.id, obs_row, polygons, alert_rows)
+            result.added_observations += n_obs
+            result.added_alerts += n_alerts
+            if on_commit is not None:
+                on_commit(date, str(getattr(scene, "source", "")) if scene is not None else old["scene"])
+        bar.close()
+
+        result.series = history.observations(rec.id)
+        result.alerts = history.alerts(rec.id)
+        result.paths = write_outputs(out_dir, site, result.series, result.alerts, config.alerts)
+        return result
+    finally:
+        history.close()
+
+
+def observe(scene, mask_path: Path, window: Window, aoi_mask: np.ndarray, config: MonitorConfig,
+            strip_rows: int = 1024) -> tuple[np.ndarray, np.ndarray, str]:
+    """``(mine, observed, cloud test)`` over ``window``: observed = predicted (mask not nodata),
+    inside the AOI and clear; mine = mask 1 and observed. Read in strips of ``strip_rows`` rows,
+    so only boolean rasters of the window are held."""
+    mine = np.zeros(window.shape, bool)
+    observed = np.zeros(window.shape, bool)
+    method = "none"
+    with rasterio.open(mask_path) as src:
+        for r in range(0, window.height, strip_rows):
+            part = Window(window.row + r, window.col, min(strip_rows, window.height - r), window.width)
+            m = src.read(1, window=part.to_rasterio())
+            clear, method = observed_mask(scene, part, method=config.cloud_test, l1c_test=config.l1c_test)
+            rows = slice(r, r + part.height)
+            observed[rows] = (m != NOT_OBSERVED) & clear & aoi_mask[rows]
+            mine[rows] = (m == 1) & observed[rows]
+    return mine, observed, method
+
+
+def _resolve_aoi(aoi, scene, buffer_m: float):
+    if hasattr(aoi, "geom_type"):
+        if aoi.is_empty:
+            raise SandwatchError.about("--aoi", "the AOI geometry is empty", "pass a polygon in the scenes' CRS")
+        return aoi
+    if aoi is None:
+        raise SandwatchError.about("--aoi", "is required", "pass river vectors or an AOI polygon file")
+    path = Path(aoi)
+    if not path.exists():
+        raise SandwatchError.about(path, "no such AOI file", "pass river vectors or an AOI polygon file (GeoJSON/GPKG)")
+    from sandwatch.aoi import aoi_from_rivers
+
+    geom = aoi_from_rivers(path, scene.grid, buffer_m=buffer_m)
+    if geom is None or geom.is_empty:
+        raise SandwatchError.about(path, "the AOI is empty on the scenes' grid",
+                                   "check the file covers the site (lines need --aoi-buffer > 0)")
+    return geom
+
+
+def _same_aoi(a, b, grid: Grid) -> bool:
+    tol = grid.pixel_area_m2 / abs(grid.transform.determinant) * 4  # a few pixels, in CRS units^2
+    return a.symmetric_difference(b).area <= max(tol, 0.001 * b.area)
+
+
+def _write_date_polygons(folder: Path, site: str, date: dt.date, h: str, mine: np.ndarray, wgrid: Grid,
+                         several: bool) -> tuple[Path, list[dict]]:
+    path = folder / (f"{date}_{h[:8]}.geojson" if several else f"{date}.geojson")
+    rows, features = [], []
+    for i, poly in enumerate(mask_polygons(mine, wgrid), start=1):
+        g84 = _to_wgs84(poly, wgrid.crs)
+        area = _area_m2(poly, wgrid)
+        gj = mapping(g84)
+        rows.append({"polygon": i, "area_m2": area, "wkt": poly.wkt, "geojson": json.dumps(gj)})
+        features.append({"type": "Feature", "geometry": gj,
+                         "properties": {"site": site, "date": date.isoformat(), "polygon": i, "area_m2": round(area, 1)}})
+    _write_feature_collection(path, features)
+    return path, rows
+
+
+def _alert_row(e: AlertEvent, wgrid: Grid, poly_path) -> dict[str, Any]:
+    polys = mask_polygons(e.mask, wgrid)
+    geom = shapely.unary_union(polys) if polys else None
+    lat = lon = None
+    wkt = gj = None
+    if geom is not None and not geom.is_empty:
+        c = _to_wgs84(geom.centroid, wgrid.crs)
+        lat, lon = float(c.y), float(c.x)
+        wkt = geom.wkt
+        gj = json.dumps(mapping(_to_wgs84(geom, wgrid.crs)))
+    return {"region": e.region, "kind": e.kind, "date": e.date, "first_seen": e.first_seen,
+            "area_m2": float(e.area_m2), "growth_m2": float(e.growth_m2), "latitude": lat, "longitude": lon,
+            "wkt": wkt, "geojson": gj, "polygons": str(poly_path) if poly_path else None}
+
+
+# ---- outputs ----------------------------------------------------------------------------------
+SERIES_COLUMNS = ["site", "date", "status", "valid_fraction", "mined_km2", "n_polygons", "alerts", "cloud_test",
+                  "scene", "scene_hash", "polygons"]
+ALERT_COLUMNS = ["site", "region", "kind", "date", "first_seen", "area_ha", "growth_ha", "latitude", "longitude",
+                 "polygons"]
+
+
+def _rel(path, base: Path) -> str:
+    if not path:
+        return ""
+    try:
+        return os.path.relpath(path, base)
+    except ValueError:
+        return str(path)
+
+
+def write_outputs(out_dir: Path, site: str, series: list[dict], alert_rows: list[dict],
+                  config: AlertConfig = AlertConfig()) -> dict[str, Path]:
+    """timeseries.csv, timeseries.png, alerts.csv and alerts.geojson of one site."""
+    kinds_by_date: dict[dt.date, list[str]] = {}
+    for a in alert_rows:
+        kinds_by_date.setdefault(a["date"], []).append(f"{a['kind']}#{a['region']}")
+    paths = {"timeseries_csv": out_dir / "timeseries.csv", "timeseries_png": out_dir / "timeseries.png",
+             "alerts_csv": out_dir / "alerts.csv", "alerts_geojson": out_dir / "alerts.geojson"}
+    with atomic_output(paths["timeseries_csv"]) as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(SERIES_COLUMNS)
+            for o in series:
+                w.writerow([site, o["date"].isoformat(), "gap" if o["gap"] else "valid", f"{o['valid_fraction']:.4f}",
+                            "" if o["mined_km2"] is None else f"{o['mined_km2']:.6f}",
+                            "" if o["n_polygons"] is None else o["n_polygons"],
+                            ";".join(kinds_by_date.get(o["date"], [])), o.get("cloud_test") or "",
+                            o["scene"], o["scene_hash"], _rel(o["polygons"], out_dir)])
+    with atomic_output(paths["alerts_csv"]) as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(ALERT_COLUMNS)
+            for a in alert_rows:
+                w.writerow([site, a["region"], a["kind"], a["date"].isoformat(), a["first_seen"].isoformat(),
+                            f"{a['area_m2'] / 1e4:.4f}", f"{a['growth_m2'] / 1e4:.4f}",
+                            "" if a["latitude"] is None else f"{a['latitude']:.6f}",
+                            "" if a["longitude"] is None else f"{a['longitude']:.6f}", _rel(a["polygons"], out_dir)])
+    features = []
+    for a in alert_rows:
+        features.append({"type": "Feature", "geometry": json.loads(a["geojson"]) if a["geojson"] else None,
+                         "properties": {"site": site, "region": a["region"], "kind": a["kind"],
+                                        "date": a["date"].isoformat(), "first_seen": a["first_seen"].isoformat(),
+                                        "area_ha": round(a["area_m2"] / 1e4, 4),
+                                        "growth_ha": round(a["growth_m2"] / 1e4, 4),
+                                        "latitude": a["latitude"], "longitude": a["longitude"],
+                                        "polygons": _rel(a["polygons"], out_dir)}})
+    _write_feature_collection(paths["alerts_geojson"], features)
+    plot_series(paths["timeseries_png"], site, series, alert_rows, config)
+    return paths
+
+
+def plot_series(path: Path, site: str, series: list[dict], alert_rows: list[dict],
+                config: AlertConfig = AlertConfig()) -> Path:
+    """Mined area over time: a line over valid dates broken at gaps, gap dates marked at the
+    bottom (grey x), alerts marked (new: red triangle, growth: orange, inactive: grey, resumed: purple)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    dates = [o["date"] for o in series]
+    vals = [math.nan if o["gap"] or o["mined_km2"] is None else o["mined_km2"] for o in series]
+    fig, ax = plt.subplots(figsize=(8, 3.6), dpi=110)
+    try:
+        if dates:
+            ax.plot(dates, vals, "-o", color="#1f5fa8", ms=4, lw=1.5, label="mined area (valid dates)")
+            gaps = [d for d, o in zip(dates, series) if o["gap"]]
+            if gaps:
+                ax.plot(gaps, [0] * len(gaps), "x", color="0.55", ms=7, ls="none",
+                        label=f"gap (< {config.min_valid_fraction:.0%} observed)")
+                for d in gaps:
+                    ax.axvline(d, color="0.85", lw=4, zorder=0)
+            by_date = {o["date"]: v for o, v in zip(series, vals)}
+            style = {"new": ("^", "#d62728"), "growth": ("^", "#ff7f0e"), "inactive": ("v", "0.4"),
+                     "resumed": ("^", "#9467bd")}
+            for kind, (marker, colour) in style.items():
+                pts = [(a["date"], by_date.get(a["date"], 0.0)) for a in alert_rows if a["kind"] == kind]
+                pts = [(d, 0.0 if v is None or math.isnan(v) else v) for d, v in pts]
+                if pts:
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker, color=colour, ms=10, ls="none",
+                            label=f"alert: {kind}")
+        ax.set_ylabel("mined area (km²)")
+        ax.set_title(f"{site}: mined area in the AOI")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+        fig.autofmt_xdate()
+        fig.tight_layout()
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+    return path
