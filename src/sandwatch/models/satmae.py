@@ -29,8 +29,6 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
-from timm.layers import PatchEmbed, resample_abs_pos_embed
-from timm.models.vision_transformer import Block
 from torch import nn
 
 from sandwatch.models.base import SegmentationModel
@@ -50,6 +48,11 @@ class GroupChannelViT(nn.Module):
                  img_size: int = 96, channel_embed: int = 256, mlp_ratio: float = 4.0,
                  channel_groups: Sequence[Sequence[int]] = SATMAE_GROUPS):
         super().__init__()
+        # timm (and the torchvision it pulls in) is imported here, not at module level, so that
+        # predicting with a U-Net does not pay ~190 MB of resident memory for it.
+        from timm.layers import PatchEmbed
+        from timm.models.vision_transformer import Block
+
         if embed_dim <= channel_embed:
             raise ValueError("embed_dim must be larger than channel_embed")
         self.channel_groups = tuple(tuple(g) for g in channel_groups)
@@ -79,6 +82,8 @@ class GroupChannelViT(nn.Module):
         groups, length, dim = tokens.shape[1:]
         pos = self.pos_embed
         if (gh, gw) != (self.grid_size, self.grid_size):
+            from timm.layers import resample_abs_pos_embed
+
             pos = resample_abs_pos_embed(pos, [gh, gw], [self.grid_size, self.grid_size], num_prefix_tokens=1)
         pos_patch = pos[:, 1:].unsqueeze(1).expand(-1, groups, -1, -1)              # (1, G, L, D - cD)
         chan = self.channel_embed.unsqueeze(2).expand(-1, -1, length, -1)            # (1, G, L, cD)
