@@ -1,0 +1,278 @@
+"""The training configuration: one typed, validated YAML file with the published defaults.
+
+Every field has the default of the published method (field guide section 2) unless said
+otherwise; ``None`` for ``lr`` and ``batch_size`` means "the published value for the
+architecture" (5e-4 and 128; 1e-3 and 64 for SatMAE). A YAML file sets any subset::
+
+    manifest: data/manifest.yaml
+    run_dir: runs/unet-rgb
+    model: {arch: unet, bands: [B04, B03, B02]}
+    optim: {epochs: 20}
+
+``--set key=value`` on the command line overrides one dotted key (``--set optim.lr=1e-3``,
+``--set data.window=64``); the value is parsed as YAML (numbers, booleans, lists).
+
+``profile: cpu`` starts from the CPU profile (:data:`PROFILES`) instead of the published
+defaults: smaller batches, fewer loader workers, float32 on the CPU; anything the file or
+``--set`` gives still wins.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sandwatch.errors import SandwatchError
+
+#: Published values per architecture family (field guide section 2).
+PUBLISHED_LR = {"default": 5e-4, "satmae": 1e-3}
+PUBLISHED_BATCH = {"default": 128, "satmae": 64}
+
+
+def _family(arch: str) -> str:
+    return "satmae" if "satmae" in arch.lower() else "default"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where windows come from and how many per epoch."""
+
+    window: int = Field(160, ge=16, description="window size in pixels (square)")
+    aoi_buffer_m: float | None = Field(
+        None, ge=0, description="AOI buffer around rivers in metres; None: the manifest's aoi_buffer_m (1000 m)")
+    windows_factor: float = Field(2.0, gt=0, description="windows per scene per epoch = ceil(AOI px / window^2) x factor")
+    windows_per_scene: int | None = Field(None, ge=1, description="fixed number per scene (overrides the formula)")
+    min_aoi_pixels: int = Field(1, ge=0, description="scenes whose AOI has fewer pixels are skipped with a warning")
+    low_confidence_weight: float = Field(0.5, ge=0, le=1, description="loss weight of Low-confidence polygons (0 ignores them)")
+    high_confidence_weight: float = Field(1.0, ge=0, le=1)
+    rot90: bool = True
+    flip: bool = True
+    num_workers: int = Field(4, ge=0, description="DataLoader worker processes")
+    val_stride: int | None = Field(None, ge=1, description="stride of the validation window grid; None: the window size")
+    train_split: str = "train"
+    val_split: str = "val"
+
+
+class ModelConfig(_Section):
+    arch: str = "unet"
+    bands: list[str] | None = Field(None, description="band names; None: the architecture's default bands")
+    options: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments of build_model")
+    weights: str | None = Field(None, description="pretrained encoder weights file (passed as options['weights'])")
+    freeze_encoder: bool = Field(False, description="linear probing: only the decoder trains")
+    normalization: Literal["model", "stats"] = Field(
+        "model", description="'model': the architecture's published normalisation; "
+                             "'stats': mean +- 2 std measured on the training windows")
+
+    @field_validator("bands", mode="before")
+    @classmethod
+    def _split_bands(cls, v):
+        return [b.strip() for b in v.split(",") if b.strip()] if isinstance(v, str) else v
+
+
+class LossConfig(_Section):
+    pos_weight: float = Field(6.0, gt=0)
+    dice_weight: float = Field(0.0, ge=0, description="add dice_weight x soft Dice loss (0: BCE only)")
+
+
+class OptimConfig(_Section):
+    epochs: int = Field(20, ge=1)
+    lr: float | None = Field(None, gt=0, description="None: 5e-4 (1e-3 for SatMAE)")
+    batch_size: int | None = Field(None, ge=1, description="None: 128 (64 for SatMAE)")
+    weight_decay: float = Field(0.01, ge=0)
+    val_batch_size: int | None = Field(None, ge=1, description="None: same as batch_size")
+
+
+class TrainerConfig(_Section):
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    devices: int | str = Field(1, description="number of devices, or 'auto'")
+    strategy: Literal["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true"] = "auto"
+    precision: Literal["32", "32-true", "16-mixed", "bf16-mixed"] = "32-true"
+    deterministic: bool = False
+    seed: int = 0
+    progress_bar: bool = True
+    limit_val_batches: int | float = 1.0
+
+
+class CacheConfig(_Section):
+    """Frozen-encoder feature cache (see :mod:`sandwatch.train.cache` for the trade-off)."""
+
+    enabled: bool | Literal["auto"] = Field(
+        "auto", description="'auto': on when the encoder is frozen; true needs freeze_encoder")
+    pool_per_scene: int | None = Field(
+        None, ge=1, description="fixed windows drawn once per scene; None: the per-epoch count of the scene")
+    storage: Literal["memory", "disk"] = "memory"
+    max_gb: float = Field(4.0, gt=0, description="bound of the cache; beyond it least recently used entries go")
+    dtype: Literal["bfloat16", "float16", "float32"] = Field(
+        "bfloat16", description="stored feature type: bfloat16/float16 halve the memory, float32 is exact")
+    dir: str | None = Field(None, description="disk cache folder; None: RUN/feature-cache")
+
+
+class TrackingConfig(_Section):
+    backend: Literal["mlflow", "wandb", "tensorboard", "csv", "none"] = "mlflow"
+    experiment: str = "sandwatch"
+    run_name: str | None = None
+    overlays: int = Field(4, ge=0, description="prediction overlays logged per validation")
+    wandb_offline: bool = True
+
+
+class TrainConfig(_Section):
+    """All of a training run. ``manifest`` and ``run_dir`` are the only required choices."""
+
+    manifest: str
+    run_dir: str = "runs/train"
+    profile: Literal["default", "cpu"] = "default"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.cache.enabled is True and not self.model.freeze_encoder:
+            raise ValueError("cache.enabled=true needs model.freeze_encoder=true (features of a training encoder change)")
+        return self
+
+    # ---- resolved values --------------------------------------------------------------
+    @property
+    def lr(self) -> float:
+        return self.optim.lr if self.optim.lr is not None else PUBLISHED_LR[_family(self.model.arch)]
+
+    @property
+    def batch_size(self) -> int:
+        return self.optim.batch_size if self.optim.batch_size is not None else PUBLISHED_BATCH[_family(self.model.arch)]
+
+    @property
+    def val_batch_size(self) -> int:
+        return self.optim.val_batch_size or self.batch_size
+
+    @property
+    def use_cache(self) -> bool:
+        return self.model.freeze_encoder and self.cache.enabled in (True, "auto")
+
+    def windows_for(self, aoi_pixels: float) -> int:
+        """Windows per scene per epoch: ceil(AOI pixels / window^2) x factor (published: x 2)."""
+        if self.data.windows_per_scene is not None:
+            return self.data.windows_per_scene
+        return max(1, math.ceil(math.ceil(aoi_pixels / self.data.window**2) * self.data.windows_factor))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+#: Built-in profiles: overrides applied under the user's file. ``cpu``: a laptop or CI box.
+PROFILES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "cpu": {
+        "optim": {"batch_size": 16, "val_batch_size": 16},
+        "data": {"num_workers": 2},
+        "trainer": {"accelerator": "cpu", "devices": 1, "strategy": "auto", "precision": "32-true"},
+        "cache": {"storage": "memory", "max_gb": 2.0},
+    },
+}
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in top.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def apply_override(data: dict, item: str, source: str = "--set") -> dict:
+    """Apply one ``key.sub=value`` override (value parsed as YAML) to a nested dict, in place."""
+    if "=" not in item:
+        raise SandwatchError.about(source, f"{item!r} is not key=value", "write e.g. --set optim.lr=1e-3")
+    key, _, text = item.partition("=")
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise SandwatchError.about(source, f"{item!r} has no key", "write e.g. --set optim.lr=1e-3")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    node = data
+    for p in parts[:-1]:
+        nxt = node.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise SandwatchError.about(source, f"{key} goes below {p!r}, which is not a section", "check the key")
+        node = nxt
+    node[parts[-1]] = value
+    return data
+
+
+_PATH_KEYS = (("manifest",), ("run_dir",), ("model", "weights"), ("cache", "dir"))
+
+
+def _resolve_paths(data: dict, base: Path) -> None:
+    """Relative paths of ``data`` taken relative to ``base`` (in place)."""
+    for keys in _PATH_KEYS:
+        node = data
+        for k in keys[:-1]:
+            node = node.get(k) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(keys[-1]), str) and "://" not in node[keys[-1]]:
+            p = Path(node[keys[-1]]).expanduser()
+            node[keys[-1]] = str(p if p.is_absolute() else (base / p).resolve())
+
+
+def config_from_dict(data: dict, overrides: list[str] | tuple[str, ...] = (), source: object = "config",
+                     base_dir: str | os.PathLike | None = None) -> TrainConfig:
+    """Validate a config dict (+ ``--set`` overrides).
+
+    Relative paths in ``data`` are taken relative to ``base_dir`` (the config file's folder);
+    paths given in ``overrides`` relative to the current directory, like any command-line path.
+    """
+    data = copy.deepcopy(data or {})
+    if base_dir is not None:
+        _resolve_paths(data, Path(base_dir))
+    over: dict = {}
+    for item in overrides:
+        apply_override(over, item)
+    if base_dir is not None:
+        _resolve_paths(over, Path.cwd())
+    data = _deep_merge(data, over)
+    profile = data.get("profile", "default")
+    if profile not in PROFILES:
+        raise SandwatchError.about(source, f"unknown profile {profile!r}", f"use one of {', '.join(PROFILES)}")
+    data = _deep_merge(PROFILES[profile], data)
+    try:
+        cfg = TrainConfig.model_validate(data)
+    except ValidationError as err:
+        e = err.errors()[0]
+        where = ".".join(str(x) for x in e["loc"]) or "config"
+        raise SandwatchError.about(source, f"invalid value at {where}: {e['msg']}",
+                                   "fix it in the file or with --set (see `sandwatch train --help`)") from None
+    return cfg
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Read a YAML config, apply ``--set`` overrides, validate; paths relative to the file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise SandwatchError.about(path, "no such config file", "check the path (examples in configs/)") from None
+    except yaml.YAMLError as err:
+        raise SandwatchError.about(path, f"is not valid YAML ({str(err).splitlines()[0]})", "fix the syntax") from None
+    if not isinstance(data, dict):
+        raise SandwatchError.about(path, "is not a mapping of settings", "see configs/default.yaml for the format")
+    return config_from_dict(data, overrides, source=path, base_dir=path.resolve().parent)
+
+
+def default_config_yaml(manifest: str = "data/manifest.yaml", run_dir: str = "runs/train") -> str:
+    """The published-defaults config as YAML (what configs/default.yaml holds)."""
+    return TrainConfig(manifest=manifest, run_dir=run_dir).to_yaml()

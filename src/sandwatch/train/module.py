@@ -1,0 +1,160 @@
+"""The Lightning module: loss, optimiser, validation metrics, checkpoint export, feature cache."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+from sandwatch.bands import BandSpec
+from sandwatch.models.checkpoint import Checkpoint
+from sandwatch.train.cache import FeatureCache
+from sandwatch.train.loss import SegmentationLoss
+from sandwatch.train.metrics import BinnedPR
+
+
+class SegmentationTask(L.LightningModule):
+    """Binary segmentation of mining with a sandwatch model (``encoder`` / ``decoder_forward``).
+
+    Validation metrics come from binned score histograms (:class:`BinnedPR`, a torchmetrics
+    ``Metric``) so their memory does not grow with the number of pixels: average precision,
+    F1/precision/recall at 0.5, the PR curve.
+    Every checkpoint Lightning writes carries the :class:`Checkpoint` dict under ``"sandwatch"``.
+    """
+
+    def __init__(self, model: torch.nn.Module, *, arch: str, band_spec: BandSpec, options: dict | None = None,
+                 window: int = 160, lr: float = 5e-4, weight_decay: float = 0.01, pos_weight: float = 6.0,
+                 dice_weight: float = 0.0, seed: int = 0, cache: FeatureCache | None = None,
+                 bins: int = 1000, overlays: int = 4, plots_dir: str | None = None,
+                 metadata: dict | None = None):
+        super().__init__()
+        self.model = model
+        self.arch, self.band_spec, self.options = arch, band_spec, dict(options or {})
+        self.window, self.lr, self.weight_decay, self.seed = int(window), float(lr), float(weight_decay), int(seed)
+        self.loss_fn = SegmentationLoss(pos_weight, dice_weight)
+        self.cache = cache
+        self.pool_dataset = None  # set by the runner when the cache is on (re-reads evicted keys)
+        self.val_pr = BinnedPR(bins)
+        self.n_overlays = int(overlays)
+        self.plots_dir = Path(plots_dir) if plots_dir else None
+        self.metadata = dict(metadata or {})
+        self.last_val: dict[str, float] = {}
+        self._overlays: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._t_step = None
+
+    # ---- model ----------------------------------------------------------------------------
+    def forward(self, x):
+        return self.model(x)
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+
+    def on_train_epoch_start(self):
+        # anything stochastic in the model (dropout) draws from a seed of (seed, epoch): exact resume
+        torch.manual_seed(self.seed * 100_003 + self.current_epoch)
+        if self.cache is not None and self.pool_dataset is not None:
+            self.pool_dataset.cached_keys = self.cache.keys()
+
+    # ---- training -------------------------------------------------------------------------
+    def _cached_logits(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoder on cached encoder features; computes (and stores) the missing ones."""
+        keys = [tuple(int(v) for v in k) for k in batch["key"].tolist()]
+        miss = batch["miss"].tolist()
+        items: list[list[torch.Tensor] | None] = [None] * len(keys)
+        if batch["image"] is not None:
+            with torch.no_grad():
+                feats = self.model.encoder(batch["image"])
+            rows = [i for i, m in enumerate(miss) if m]
+            for r, i in enumerate(rows):
+                # what the decoder sees is what the cache stores (same rounding in every epoch)
+                items[i] = self.cache.put(keys[i], [f[r] for f in feats] + [batch["valid"][r]])
+        for i, m in enumerate(miss):
+            if items[i] is None:
+                got = self.cache.get(keys[i])
+                if got is None:  # evicted since the epoch started: read and encode again
+                    s, j, d = keys[i]
+                    ds = self.pool_dataset
+                    raw = ds.read_item(s, ds.pool_window(s, j), d)
+                    x = torch.from_numpy(raw["image"])[None].to(self.device)
+                    with torch.no_grad():
+                        f = self.model.encoder(x)
+                    got = self.cache.put(keys[i], [t[0] for t in f] + [torch.from_numpy(raw["valid"])])
+                items[i] = got
+        n_feats = len(items[0]) - 1
+        feats = [torch.stack([it[lv] for it in items]).to(self.device, torch.float32) for lv in range(n_feats)]
+        valid = torch.stack([it[-1] for it in items]).to(self.device, torch.float32)
+        size = tuple(batch["target"].shape[-2:])
+        return self.model.decoder_forward(feats, size), valid
+
+    def training_step(self, batch, batch_idx):
+        if "miss" in batch:
+            logits, valid = self._cached_logits(batch)
+            weight = batch["weight"] * valid
+        else:
+            logits = self.model(batch["image"])
+            weight = batch["weight"]
+        loss = self.loss_fn(logits, batch["target"], weight)
+        n = batch["target"].shape[0]
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        now = time.perf_counter()
+        if self._t_step is not None and now > self._t_step:
+            self.log("win_s", n / (now - self._t_step), on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
+        self._t_step = now
+        return loss
+
+    def on_train_epoch_end(self):
+        self._t_step = None
+        if self.cache is not None:
+            for k, v in self.cache.stats().items():
+                self.log(k, float(v), on_epoch=True, sync_dist=False)
+
+    # ---- validation -----------------------------------------------------------------------
+    def validation_step(self, batch, batch_idx):
+        logits = self.model(batch["image"])
+        sel = batch["eval"].bool()
+        loss = self.loss_fn(logits, batch["target"], batch["weight"] * sel)
+        self.log("val_loss", loss, on_epoch=True, batch_size=logits.shape[0], sync_dist=True)
+        probs = torch.sigmoid(logits.float())
+        p, t = probs[sel], batch["target"][sel].int()
+        if p.numel():
+            self.val_pr.update(p, t)
+        if len(self._overlays) < self.n_overlays:
+            i = int(sel.flatten(1).sum(1).argmax())
+            self._overlays.append((batch["image"][i].float().cpu().numpy(), probs[i, 0].cpu().numpy(),
+                                   batch["target"][i, 0].cpu().numpy()))
+
+    def on_validation_epoch_end(self):
+        if self.trainer.sanity_checking:
+            return
+        res = self.val_pr.compute()
+        curve = self.val_pr.curve() if res["positives"] > 0 else None
+        self.val_pr.reset()
+        vals = {"val_ap": res["ap"], "val_f1": res["f1"], "val_precision": res["precision"],
+                "val_recall": res["recall"], "val_best_f1": res["best_f1"],
+                "val_best_threshold": res["best_threshold"]}
+        for k, v in vals.items():
+            self.log(k, v, prog_bar=k in ("val_ap", "val_f1"), sync_dist=False)
+        self.last_val = vals
+        if self.trainer.is_global_zero:
+            from sandwatch.train.tracking import log_validation_plots
+
+            log_validation_plots(self, curve, self._overlays, vals)
+        self._overlays = []
+
+    # ---- export ---------------------------------------------------------------------------
+    def export(self, extra: dict | None = None) -> Checkpoint:
+        """The current weights as a :class:`Checkpoint` (what ``predict`` loads)."""
+        meta = dict(self.metadata)
+        meta.update({"epoch": int(self.current_epoch), "global_step": int(self.global_step)})
+        meta.update({k: float(v) for k, v in self.last_val.items()})
+        meta.update(extra or {})
+        return Checkpoint(arch=self.arch, band_spec=self.band_spec, state_dict=self.model.state_dict(),
+                          options=self.options, window=self.window, threshold=0.5, metadata=meta)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["sandwatch"] = self.export().to_dict()

@@ -1,0 +1,326 @@
+"""``train(config)``: from a manifest and a config to checkpoints, with exact resume.
+
+Run directory layout::
+
+    RUN/config.yaml                 the resolved config of the run
+    RUN/checkpoints/last.ckpt       Lightning checkpoint, every epoch (resume point)
+    RUN/checkpoints/best.ckpt       Lightning checkpoint with the best validation AP
+    RUN/checkpoints/best.pt         sandwatch Checkpoint (what predict/evaluate/monitor load)
+    RUN/checkpoints/last.pt
+    RUN/mlflow.db, RUN/mlartifacts  MLflow tracking (default backend)
+    RUN/plots/                      PR curves and prediction overlays per epoch
+    RUN/metrics.json                validation metrics per epoch, throughput
+
+Both ``.ckpt`` files carry the sandwatch checkpoint dict under ``"sandwatch"``, so
+``Checkpoint.load`` reads any of the four. Checkpoints are written to a temporary name and
+renamed, so a SIGKILL at any moment loses at most the epoch in progress.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from torch.utils.data import DataLoader
+
+from sandwatch.bands import BandSpec, Normalization
+from sandwatch.errors import SandwatchError
+from sandwatch.io import atomic_output
+from sandwatch.train.cache import FeatureCache
+from sandwatch.train.config import TrainConfig
+from sandwatch.train.data import (
+    EpochSampler,
+    ObservationSource,
+    PoolWindows,
+    TrainWindows,
+    ValWindows,
+    band_statistics,
+    collate_pool,
+)
+from sandwatch.train.module import SegmentationTask
+from sandwatch.train.sampler import plan_scenes
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best: Path | None
+    last: Path
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def best_ap(self) -> float | None:
+        aps = [h["val_ap"] for h in self.history if "val_ap" in h]
+        return max(aps) if aps else None
+
+
+class ThroughputMonitor(Callback):
+    """Windows per second and the share of step time spent waiting for data, per epoch."""
+
+    def __init__(self):
+        self.history: list[dict[str, float]] = []
+        self._reset()
+
+    def _reset(self):
+        self.wait = self.busy = 0.0
+        self.windows = 0
+        self._t_end = None
+        self._t_start = None
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._reset()
+        self._epoch_t0 = time.perf_counter()
+        self._t_end = self._epoch_t0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        now = time.perf_counter()
+        if self._t_end is not None:
+            self.wait += now - self._t_end
+        self._t_start = now
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        now = time.perf_counter()
+        self.busy += now - self._t_start
+        self.windows += int(batch["target"].shape[0])
+        self._t_end = now
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        total = self.wait + self.busy
+        rec = {"epoch": trainer.current_epoch, "windows": self.windows, "train_seconds": total,
+               "windows_per_s": self.windows / total if total else 0.0,
+               "data_wait_share": self.wait / total if total else 0.0}
+        self.history.append(rec)
+        pl_module.log("windows_per_s", rec["windows_per_s"], on_epoch=True)
+        pl_module.log("data_wait_share", rec["data_wait_share"], on_epoch=True)
+
+
+class ExportCheckpoints(Callback):
+    """Write RUN/checkpoints/{best,last}.pt (sandwatch Checkpoint) after each validation, and
+    RUN/metrics.json. Runs before Lightning's ModelCheckpoint (Lightning orders those last), so
+    the best score in the saved state is always current."""
+
+    def __init__(self, run_dir: Path, has_val: bool, throughput: ThroughputMonitor):
+        self.dir = Path(run_dir) / "checkpoints"
+        self.run_dir = Path(run_dir)
+        self.has_val = has_val
+        self.best_ap = -1.0
+        self.history: list[dict] = []
+        self.throughput = throughput
+
+    def state_dict(self):
+        return {"best_ap": self.best_ap, "history": self.history}
+
+    def load_state_dict(self, state):
+        self.best_ap = float(state.get("best_ap", -1.0))
+        self.history = list(state.get("history", []))
+
+    def _export(self, trainer, pl_module):
+        if not trainer.is_global_zero:
+            return
+        rec = {"epoch": int(trainer.current_epoch), "global_step": int(trainer.global_step)}
+        rec.update({k: float(v) for k, v in pl_module.last_val.items()})
+        self.history.append(rec)
+        ckpt = pl_module.export()
+        ckpt.save(self.dir / "last.pt")
+        ap = rec.get("val_ap", -0.5) if self.has_val else -0.5
+        if ap > self.best_ap or not (self.dir / "best.pt").exists():
+            self.best_ap = max(ap, self.best_ap)
+            ckpt.metadata["best"] = True
+            ckpt.save(self.dir / "best.pt")
+        self._write_metrics()
+
+    def _write_metrics(self):
+        with atomic_output(self.run_dir / "metrics.json") as tmp:
+            tmp.write_text(json.dumps({"epochs": self.history, "throughput": self.throughput.history}, indent=1))
+
+    def on_validation_end(self, trainer, pl_module):
+        if self.has_val and not trainer.sanity_checking:
+            self._export(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if not self.has_val:
+            self._export(trainer, pl_module)
+        elif trainer.is_global_zero:
+            self._write_metrics()  # the throughput of the epoch just finished (measured after validation)
+
+
+def _build_model(cfg: TrainConfig):
+    from sandwatch.models import build_model, set_trainable
+
+    options = dict(cfg.model.options)
+    if cfg.model.weights:
+        options["weights"] = cfg.model.weights
+    try:
+        model = build_model(cfg.model.arch, bands=cfg.model.bands, **options)
+    except TypeError as err:
+        raise SandwatchError.about("model.options", f"not accepted by {cfg.model.arch}: {err}",
+                                   "see `sandwatch models list` for the options") from None
+    set_trainable(model, "linear_probe" if cfg.model.freeze_encoder else "finetune")
+    # the registry records the options it was built with (weights paths are not needed later)
+    saved = {k: v for k, v in (getattr(model, "options", None) or options).items() if k != "weights"}
+    return model, saved
+
+
+def _loader_kwargs(num_workers: int) -> dict:
+    kw: dict[str, Any] = {"num_workers": num_workers, "persistent_workers": False}
+    if num_workers > 0:
+        kw["multiprocessing_context"] = "fork" if os.name == "posix" else None
+        kw["prefetch_factor"] = 4
+    return kw
+
+
+def prepare(cfg: TrainConfig, *, sources=None, model=None):
+    """Build everything a run needs (model, datasets, loaders, module) without training.
+
+    ``sources``: ``(train_sources, val_sources)`` to bypass the manifest (tests, benchmarks);
+    ``model``: a ready model (else built from ``cfg.model``).
+    """
+    run_dir = Path(cfg.run_dir)
+    if model is None:
+        model, options = _build_model(cfg)
+    else:
+        from sandwatch.models import set_trainable
+
+        options = dict(getattr(model, "options", {}) or cfg.model.options)
+        set_trainable(model, "linear_probe" if cfg.model.freeze_encoder else "finetune")
+    arch = getattr(model, "arch", "") or cfg.model.arch
+    from sandwatch.models import MODELS, check_window
+
+    if arch in MODELS:
+        check_window(arch, cfg.data.window)
+    spec: BandSpec | None = getattr(model, "band_spec", None)
+    bands = tuple(cfg.model.bands or (spec.bands if spec is not None else ()))
+    if not bands:
+        raise SandwatchError.about("model.bands", f"{arch} has no default bands", "list the bands in model.bands")
+    if spec is None or tuple(spec.bands) != bands:
+        spec = BandSpec(bands)
+
+    if sources is None:
+        from sandwatch.dataset.manifest import load_manifest
+
+        manifest = load_manifest(cfg.manifest)
+        buffer_m = cfg.data.aoi_buffer_m if cfg.data.aoi_buffer_m is not None else manifest.aoi_buffer_m
+        mk = lambda o: ObservationSource(o, bands, buffer_m=buffer_m, high_weight=cfg.data.high_confidence_weight,  # noqa: E731
+                                         low_weight=cfg.data.low_confidence_weight)
+        train_obs, val_obs = manifest.split_of(cfg.data.train_split), manifest.split_of(cfg.data.val_split)
+        if not train_obs:
+            raise SandwatchError.about(cfg.manifest, f"has no observation with split '{cfg.data.train_split}'",
+                                       "run `sandwatch dataset split` first (or set split: train in the manifest)")
+        train_sources, val_sources = [mk(o) for o in train_obs], [mk(o) for o in val_obs]
+    else:
+        train_sources, val_sources = list(sources[0]), list(sources[1])
+
+    plans = plan_scenes([s.aoi for s in train_sources], [s.grid for s in train_sources], cfg.windows_for,
+                        min_aoi_pixels=cfg.data.min_aoi_pixels, names=[s.name for s in train_sources])
+    if not any(p is not None for p in plans):
+        raise SandwatchError.about(cfg.manifest, "no training scene has an AOI large enough to sample windows",
+                                   "check the rivers/AOI files or lower data.min_aoi_pixels")
+    if cfg.model.normalization == "stats":
+        mean, std = band_statistics(train_sources, plans, size=cfg.data.window, seed=cfg.trainer.seed)
+        spec = BandSpec(bands, Normalization.mean_std(mean, std))
+
+    size, seed = cfg.data.window, cfg.trainer.seed
+    cache = None
+    if cfg.use_cache:
+        pools = [0 if p is None else (cfg.cache.pool_per_scene or math.ceil(p.n_windows / 8)) for p in plans]
+        train_ds = PoolWindows(train_sources, plans, spec.normalization, size=size, seed=seed,
+                               rot90=cfg.data.rot90, flip=cfg.data.flip, pool_sizes=pools)
+        cache = FeatureCache(int(cfg.cache.max_gb * 1e9), cfg.cache.storage,
+                             cfg.cache.dir or run_dir / "feature-cache",
+                             getattr(torch, cfg.cache.dtype))
+        train_ds.cached_keys = cache.keys()
+        collate = collate_pool
+    else:
+        train_ds = TrainWindows(train_sources, plans, spec.normalization, size=size, seed=seed,
+                                rot90=cfg.data.rot90, flip=cfg.data.flip)
+        collate = None
+    sampler = EpochSampler(train_ds.counts, seed=seed)
+    train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate,
+                              drop_last=False, **_loader_kwargs(cfg.data.num_workers))
+    val_loader = None
+    if val_sources:
+        val_ds = ValWindows(val_sources, spec.normalization, size=size, stride=cfg.data.val_stride)
+        if len(val_ds):
+            val_loader = DataLoader(val_ds, batch_size=cfg.val_batch_size, shuffle=False,
+                                    **_loader_kwargs(cfg.data.num_workers))
+    else:
+        warnings.warn("no validation observations: the best checkpoint is the last one", stacklevel=2)
+
+    module = SegmentationTask(
+        model, arch=arch, band_spec=spec, options=options, window=size, lr=cfg.lr,
+        weight_decay=cfg.optim.weight_decay, pos_weight=cfg.loss.pos_weight, dice_weight=cfg.loss.dice_weight,
+        seed=seed, cache=cache, overlays=cfg.tracking.overlays, plots_dir=str(run_dir / "plots"),
+        metadata={"config": json.loads(json.dumps(cfg.model_dump(mode="json"))),
+                  "train_observations": [s.name for s in train_sources],
+                  "val_observations": [s.name for s in val_sources]})
+    if cache is not None:
+        module.pool_dataset = train_ds
+    return module, train_loader, val_loader, sampler
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, sources=None, model=None,
+          callbacks: list[Callback] | None = None, max_epochs: int | None = None) -> TrainResult:
+    """Train as ``cfg`` says; ``resume=True`` continues RUN/checkpoints/last.ckpt exactly.
+
+    ``max_epochs`` stops earlier than ``cfg.optim.epochs`` (tests simulate a killed run with it).
+    """
+    run_dir = Path(cfg.run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    last_ckpt = ckpt_dir / "last.ckpt"
+    if resume and not last_ckpt.is_file():
+        raise SandwatchError.about(last_ckpt, "no checkpoint to resume from", "train without --resume first")
+    if not resume and last_ckpt.is_file():
+        raise SandwatchError.about(run_dir, "already holds a training run",
+                                   "pass --resume to continue it, or choose another run_dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_output(run_dir / ("config.yaml" if not resume else "config.resumed.yaml")) as tmp:
+        tmp.write_text(cfg.to_yaml())
+
+    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+    if cfg.trainer.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=False)
+
+    module, train_loader, val_loader, sampler = prepare(cfg, sources=sources, model=model)
+    from sandwatch.train.tracking import log_config, make_logger
+
+    logger = make_logger(cfg, run_dir, resume=resume)
+    throughput = ThroughputMonitor()
+    has_val = val_loader is not None
+    cbs: list[Callback] = [throughput, ExportCheckpoints(run_dir, has_val, throughput)]
+    # two checkpoint callbacks (this Lightning writes save_last only when the top-k one saved):
+    # best by validation AP, and last every epoch. Lightning runs them after every other callback.
+    if has_val:
+        cbs.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_ap", mode="max", save_top_k=1,
+                                   enable_version_counter=False, every_n_epochs=1))
+    cbs.append(ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
+                               enable_version_counter=False, every_n_epochs=1))
+    if cfg.trainer.progress_bar:
+        cbs.append(TQDMProgressBar(refresh_rate=1))
+    cbs.extend(callbacks or [])
+    trainer = L.Trainer(
+        max_epochs=min(cfg.optim.epochs, max_epochs) if max_epochs else cfg.optim.epochs,
+        accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, strategy=cfg.trainer.strategy,
+        precision=cfg.trainer.precision, deterministic=cfg.trainer.deterministic, logger=logger,
+        callbacks=cbs, default_root_dir=str(run_dir), num_sanity_val_steps=0, use_distributed_sampler=False,
+        enable_progress_bar=cfg.trainer.progress_bar, limit_val_batches=cfg.trainer.limit_val_batches,
+        log_every_n_steps=1, enable_model_summary=False)
+    sampler.epoch_source = lambda: trainer.current_epoch
+    if not resume:
+        log_config(logger, cfg)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*on_train_epoch_end.*")
+        trainer.fit(module, train_loader, val_loader, ckpt_path=str(last_ckpt) if resume else None)
+    export = next(c for c in cbs if isinstance(c, ExportCheckpoints))
+    best = ckpt_dir / "best.pt"
+    return TrainResult(run_dir=run_dir, best=best if best.exists() else None, last=ckpt_dir / "last.pt",
+                       history=export.history)
