@@ -88,6 +88,8 @@ class OptimConfig(_Section):
     lr: float | None = Field(None, gt=0, description="None: 5e-4 (1e-3 for SatMAE)")
     batch_size: int | None = Field(None, ge=1, description="None: 128 (64 for SatMAE)")
     weight_decay: float = Field(0.01, ge=0)
+    schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="learning rate: constant (published) or cosine decay to 0 over the epochs")
     val_batch_size: int | None = Field(None, ge=1, description="None: same as batch_size")
 
 

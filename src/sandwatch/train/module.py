@@ -30,11 +30,12 @@ class SegmentationTask(L.LightningModule):
                  window: int = 160, lr: float = 5e-4, weight_decay: float = 0.01, pos_weight: float = 6.0,
                  dice_weight: float = 0.0, seed: int = 0, cache: FeatureCache | None = None,
                  bins: int = 1000, overlays: int = 4, plots_dir: str | None = None,
-                 metadata: dict | None = None):
+                 metadata: dict | None = None, schedule: str = "constant", epochs: int = 20):
         super().__init__()
         self.model = model
         self.arch, self.band_spec, self.options = arch, band_spec, dict(options or {})
         self.window, self.lr, self.weight_decay, self.seed = int(window), float(lr), float(weight_decay), int(seed)
+        self.schedule, self.epochs = schedule, int(epochs)
         self.loss_fn = SegmentationLoss(pos_weight, dice_weight)
         self.cache = cache
         self.pool_dataset = None  # set by the runner when the cache is on (re-reads evicted keys)
@@ -52,7 +53,12 @@ class SegmentationTask(L.LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        if self.schedule == "constant":
+            return optimizer
+        # cosine decay per epoch to zero at the last epoch; its state is in every checkpoint
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, self.epochs))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     def on_train_epoch_start(self):
         # anything stochastic in the model (dropout) draws from a seed of (seed, epoch): exact resume

@@ -259,6 +259,7 @@ def prepare(cfg: TrainConfig, *, sources=None, model=None):
         model, arch=arch, band_spec=spec, options=options, window=size, lr=cfg.lr,
         weight_decay=cfg.optim.weight_decay, pos_weight=cfg.loss.pos_weight, dice_weight=cfg.loss.dice_weight,
         seed=seed, cache=cache, overlays=cfg.tracking.overlays, plots_dir=str(run_dir / "plots"),
+        schedule=cfg.optim.schedule, epochs=cfg.optim.epochs,
         metadata={"config": json.loads(json.dumps(cfg.model_dump(mode="json"))),
                   "train_observations": [s.name for s in train_sources],
                   "val_observations": [s.name for s in val_sources]})
