@@ -28,4 +28,14 @@ $SW dataset split "$OUT/data/manifest.yaml" --clusters 3 --val-fraction 0.34 --s
 step "6. Dataset statistics"
 $SW dataset stats "$OUT/data/manifest.yaml"
 
-printf '\nDemo outputs are in %s/\n' "$OUT"
+step "7. Train a narrow U-Net on the training clusters (configs/demo.yaml; a few minutes on 2 cores)"
+$SW train configs/demo.yaml --set manifest="$OUT/data/manifest.yaml" --set run_dir="$OUT/run"
+
+step "8. Predict the held-out validation scenes: probability COG, mask, polygons"
+VAL_SCENES=$(.venv/bin/python -c "import sys; from sandwatch.dataset import load_manifest; print(' '.join(o.scene for o in load_manifest(sys.argv[1]).split_of('val')))" "$OUT/data/manifest.yaml")
+$SW predict "$OUT/run/checkpoints/best.pt" $VAL_SCENES -o "$OUT/predictions" -q
+
+step "9. Evaluate on the held-out cluster: precision, recall, PR curve, AP; an HTML report"
+$SW evaluate --predictions "$OUT/predictions" "$OUT/data/manifest.yaml" --split val -o "$OUT/report"
+
+printf '\nDemo outputs are in %s/ ; open %s/report/report.html\n' "$OUT" "$OUT"
