@@ -161,15 +161,7 @@ class PRAccumulator:
         if self.binned:
             self._add_binned(scores, labels, weights)
             return
-        u, inv = np.unique(scores, return_inverse=True)
-        inv = inv.ravel()
-        ntot = np.bincount(inv, minlength=len(u))
-        npos = np.bincount(inv[labels], minlength=len(u))
-        wpos = wneg = None
-        if weights is not None:
-            wpos = np.bincount(inv, weights=np.where(labels, weights, 0.0), minlength=len(u))
-            wneg = np.bincount(inv, weights=weights, minlength=len(u)) - wpos
-        self._merge(u.astype(np.float64), npos, ntot - npos, wpos, wneg)
+        self._merge(*_distinct_counts(scores, labels, weights))
 
     def _merge(self, values, npos, nneg, wpos, wneg):
         """Merge counts for sorted distinct ``values`` into the table (or the bins)."""
@@ -261,15 +253,7 @@ class PRAccumulator:
         np.add.at(self._nneg, idx, nneg)
 
     def _add_binned(self, scores, labels, weights):
-        u, inv = np.unique(scores, return_inverse=True)
-        inv = inv.ravel()
-        ntot = np.bincount(inv, minlength=len(u))
-        npos = np.bincount(inv[labels], minlength=len(u))
-        wpos = wneg = None
-        if weights is not None:
-            wpos = np.bincount(inv, weights=np.where(labels, weights, 0.0), minlength=len(u))
-            wneg = np.bincount(inv, weights=weights, minlength=len(u)) - wpos
-        self._add_table_to_bins(u.astype(np.float64), npos, ntot - npos, wpos, wneg)
+        self._add_table_to_bins(*_distinct_counts(scores, labels, weights))
 
     # ---- combining ----------------------------------------------------------------------
     def merge(self, other: "PRAccumulator") -> "PRAccumulator":
@@ -449,3 +433,16 @@ def levels_to_probability(values, scale: float, offset: float = 0.0) -> np.ndarr
             o = float(round(o))
         return (v - o) / k
     return v * scale + offset
+
+
+def _distinct_counts(scores, labels, weights):
+    """Sorted distinct scores with their positive/negative counts (and weight sums, or None)."""
+    u, inv = np.unique(scores, return_inverse=True)
+    inv = inv.ravel()
+    ntot = np.bincount(inv, minlength=len(u))
+    npos = np.bincount(inv[labels], minlength=len(u))
+    wpos = wneg = None
+    if weights is not None:
+        wpos = np.bincount(inv, weights=np.where(labels, weights, 0.0), minlength=len(u))
+        wneg = np.bincount(inv, weights=weights, minlength=len(u)) - wpos
+    return u.astype(np.float64), npos, ntot - npos, wpos, wneg
