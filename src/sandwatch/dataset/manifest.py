@@ -107,12 +107,6 @@ class Manifest(BaseModel):
     def split_of(self, split: str) -> list[Observation]:
         return [o for o in self.observations if o.split == split]
 
-    def by_id(self, obs_id: str) -> Observation:
-        for o in self.observations:
-            if o.id == obs_id:
-                return o
-        raise KeyError(obs_id)
-
 
 _PATH_FIELDS = ("scene", "annotations", "rivers", "aoi")
 
