@@ -273,3 +273,30 @@ def test_checkpoint_describes_itself_and_rebuilds_the_same_model(tmp_path):
         assert torch.equal(rebuilt(x), model(x))
     with pytest.raises(SandwatchError, match="multiple of 8"):
         Checkpoint.from_model(build_model("satmae-base", depth=1), window=100)
+
+
+def test_up_block_with_a_frozen_skip_equals_the_concatenated_form():
+    """With a skip that needs no gradient (frozen encoder) the up block splits its first
+    convolution; outputs and every parameter's gradient equal the concatenated form's."""
+    from sandwatch.models.unet import UpBlock
+
+    torch.manual_seed(0)
+    block = UpBlock(16, 12, 8).train()
+    x = torch.randn(2, 16, 5, 5, requires_grad=True)
+    skip = torch.randn(2, 12, 10, 10)                       # no grad: the split path
+    out = block(x, skip)
+    out.square().sum().backward()
+    grads = {n: p.grad.clone() for n, p in block.named_parameters()}
+    gx = x.grad.clone()
+
+    block.zero_grad()
+    x.grad = None
+    ref_skip = skip.clone().requires_grad_(True)           # needs grad: the concatenated path
+    ref = block(x, ref_skip)
+    ref.square().sum().backward()
+    assert torch.allclose(out, ref, atol=1e-5)
+    assert torch.allclose(x.grad, gx, atol=1e-4)
+    for n, p in block.named_parameters():
+        assert torch.allclose(p.grad, grads[n], rtol=1e-4, atol=1e-4), n
+    with torch.no_grad():                                   # inference keeps the one convolution
+        assert torch.allclose(block(x, skip), ref, atol=1e-5)

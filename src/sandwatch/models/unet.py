@@ -44,7 +44,27 @@ class UpBlock(nn.Module):
         dy, dx = skip.shape[-2] - x.shape[-2], skip.shape[-1] - x.shape[-1]
         if dy or dx:  # odd input sizes: pad (or crop) the up-sampled map to the skip
             x = F.pad(x, [dx // 2, dx - dx // 2, dy // 2, dy - dy // 2])
+        if torch.is_grad_enabled() and x.requires_grad and not skip.requires_grad:
+            return self._forward_frozen_skip(x, skip)
         return self.conv(torch.cat([skip, x], dim=1))
+
+    def _forward_frozen_skip(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """The same block when the skip needs no gradient (frozen encoder, cached features).
+
+        A convolution of ``cat([skip, x])`` equals the sum of convolutions of ``skip`` and
+        ``x`` with the two halves of its weight. Split this way, backward computes no gradient
+        for the skip's channels, which the concatenated form does and then throws away: with
+        a frozen ResNet50 that is most of the first convolution's backward pass. Same
+        parameters, same state dict; equal to the concatenated form up to float rounding.
+        """
+        conv = self.conv[0]
+        cs = skip.shape[1]
+        w = conv.weight
+        y = F.conv2d(skip, w[:, :cs], None, conv.stride, conv.padding) + \
+            F.conv2d(x, w[:, cs:], None, conv.stride, conv.padding)
+        for layer in list(self.conv)[1:]:
+            y = layer(y)
+        return y
 
 
 class UNetDecoder(nn.Module):
