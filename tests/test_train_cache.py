@@ -87,12 +87,21 @@ def test_cached_decoder_equals_full_model(tmp_path):
     task = SegmentationTask(model, arch="unet", band_spec=BandSpec(tuple(BANDS)), window=32,
                             cache=FeatureCache(10**9, dtype=torch.float32))
     x = torch.rand(3, 3, 32, 32)
-    valid = torch.ones(3, 1, 32, 32)
+    target = (torch.rand(3, 1, 32, 32) > 0.5).float()
+    weight = torch.rand(3, 1, 32, 32)
     with torch.no_grad():
         ref = model(x)
-        task.cache.put((0, 0, 0), [f[0] for f in model.encoder(x[:1])] + [valid[0]])  # item 0 cached already
+        # item 0 is cached already, with its labels
+        task.cache.put((0, 0, 0), [f[0] for f in model.encoder(x[:1])],
+                       exact=[target[0].to(torch.uint8), weight[0]])
         batch = {"key": torch.tensor([[0, 0, 0], [0, 1, 0], [0, 2, 3]]), "miss": torch.tensor([False, True, True]),
-                 "image": x[1:], "valid": valid[1:], "target": torch.zeros(3, 1, 32, 32)}
-        logits, v = task._cached_logits(batch)
+                 "image": x[1:], "target": target[1:], "weight": weight[1:]}
+        logits, t, w = task._cached_logits(batch)
     assert torch.allclose(logits, ref, atol=1e-5)
-    assert len(task.cache) == 3 and v.shape == (3, 1, 32, 32)
+    assert len(task.cache) == 3
+    assert torch.equal(t, target) and torch.equal(w, weight)   # labels come back exactly, hits and misses
+    # an all-hit batch carries keys only: nothing is read
+    with torch.no_grad():
+        logits2, t2, w2 = task._cached_logits({"key": batch["key"], "miss": torch.zeros(3, dtype=torch.bool),
+                                               "image": None, "target": None, "weight": None})
+    assert torch.equal(logits2, logits) and torch.equal(t2, target) and torch.equal(w2, weight)

@@ -60,6 +60,12 @@ def test_shipped_configs_are_valid_and_published():
     assert d == TrainConfig(manifest=d.manifest, run_dir=d.run_dir)  # the file states the code's defaults
     c = load_config(root / "cpu.yaml")
     assert c.trainer.accelerator == "cpu" and c.batch_size < d.batch_size and c.data.window == 160
+    p = load_config(root / "linear-probe.yaml")
+    assert p.model.freeze_encoder and p.use_cache and p.model.options["decoder_channels"] == [8, 16, 32, 64]
+    from sandwatch.models import build_model
+
+    model = build_model(p.model.arch, **p.model.options)          # the options build the model they name
+    assert sum(q.numel() for q in model.decoder.parameters()) < 1.5e6
 
 
 @pytest.fixture(scope="module")

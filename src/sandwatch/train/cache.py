@@ -40,7 +40,8 @@ def _nbytes(tensors: list[torch.Tensor]) -> int:
 
 
 class FeatureCache:
-    """A bounded LRU map ``(scene, j, variant) -> list of tensors`` (encoder features + valid mask)."""
+    """A bounded LRU map ``(scene, j, variant) -> list of tensors``: the encoder features of a
+    pool window, then its target and loss weight (so a cached item needs no read at all)."""
 
     def __init__(self, max_bytes: int, storage: str = "memory", directory: str | os.PathLike | None = None,
                  dtype: torch.dtype = torch.bfloat16):
@@ -87,11 +88,12 @@ class FeatureCache:
             return self._mem[key]
         return torch.load(self._path(key), map_location="cpu", weights_only=True)
 
-    def put(self, key: Key, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Store (a copy of) ``tensors`` in the cache's dtype; returns the stored tensors
-        (returned even when they do not fit, so the caller always sees the same rounding)."""
+    def put(self, key: Key, tensors: list[torch.Tensor], exact: list[torch.Tensor] = ()) -> list[torch.Tensor]:
+        """Store (a copy of) ``tensors`` in the cache's dtype, followed by ``exact`` as they are
+        (labels and weights); returns the stored list (returned even when it does not fit, so
+        the caller always sees the same rounding)."""
         stored = [t.detach().to("cpu", self.dtype if t.is_floating_point() else t.dtype).contiguous()
-                  for t in tensors]
+                  for t in tensors] + [t.detach().cpu().contiguous() for t in exact]
         self.misses += 1
         size = _nbytes(stored)
         if size > self.max_bytes:

@@ -211,9 +211,9 @@ class PoolWindows(TrainWindows):
     ``(j, d)`` keys. With the default pool size ``ceil(n / 8)`` one epoch uses every key once,
     so after the first epoch every item's encoder features are in the cache.
 
-    Items whose key is in :attr:`cached_keys` (set by the trainer before each epoch) skip the
-    image read: the batch carries only their target and weight, the module takes the features
-    from the cache.
+    Items whose key is in :attr:`cached_keys` (set by the trainer before each epoch) read
+    nothing: the batch carries only their key, and the module takes the features, the target
+    and the weight from the cache (pool windows and their labels never change in a run).
     """
 
     def __init__(self, *args, pool_sizes: Sequence[int], **kw):
@@ -246,23 +246,20 @@ class PoolWindows(TrainWindows):
         window = self.pool_window(s, j)
         key = (s, j, d)
         if key in self.cached_keys:
-            # no image read; nodata (valid) is stored in the cache with the features and the
-            # module multiplies it into the weight
-            mask, weight = self.sources[s].labels(window)
-            out = {"target": dihedral(mask[None].astype(np.float32), d), "weight": dihedral(weight[None], d),
-                   "image": None, "valid": None}
+            res = {"target": None, "weight": None, "image": None}
         else:
-            out = self.read_item(s, window, d)
-        res = {k2: (torch.from_numpy(v) if v is not None else None) for k2, v in out.items()}
+            out = self.read_item(s, window, d)   # weight is already 0 on nodata
+            res = {k2: torch.from_numpy(out[k2]) for k2 in ("image", "target", "weight")}
         res["key"] = torch.tensor([s, j, d], dtype=torch.int64)
         return res
 
 
 def collate_pool(items: list[dict]) -> dict[str, torch.Tensor]:
-    """Collate :class:`PoolWindows` items: ``image`` only for the items not in the cache."""
-    out = {k: torch.stack([it[k] for it in items]) for k in ("target", "weight", "key")}
-    out["miss"] = torch.tensor([it["image"] is not None for it in items])
-    for k in ("image", "valid"):
+    """Collate :class:`PoolWindows` items: ``key`` and ``miss`` for all, ``image``, ``target``
+    and ``weight`` only for the items not in the cache (None when every item is cached)."""
+    out = {"key": torch.stack([it["key"] for it in items]),
+           "miss": torch.tensor([it["image"] is not None for it in items])}
+    for k in ("image", "target", "weight"):
         got = [it[k] for it in items if it[k] is not None]
         out[k] = torch.stack(got) if got else None
     return out

@@ -67,8 +67,12 @@ class SegmentationTask(L.LightningModule):
             self.pool_dataset.cached_keys = self.cache.keys()
 
     # ---- training -------------------------------------------------------------------------
-    def _cached_logits(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decoder on cached encoder features; computes (and stores) the missing ones."""
+    def _cached_logits(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Decoder on cached encoder features: ``(logits, target, weight)`` of the batch.
+
+        Misses carry their image, target and weight: the encoder runs on them and all three go
+        into the cache. Hits carry only their key: everything comes from the cache.
+        """
         keys = [tuple(int(v) for v in k) for k in batch["key"].tolist()]
         miss = batch["miss"].tolist()
         items: list[list[torch.Tensor] | None] = [None] * len(keys)
@@ -78,7 +82,8 @@ class SegmentationTask(L.LightningModule):
             rows = [i for i, m in enumerate(miss) if m]
             for r, i in enumerate(rows):
                 # what the decoder sees is what the cache stores (same rounding in every epoch)
-                items[i] = self.cache.put(keys[i], [f[r] for f in feats] + [batch["valid"][r]])
+                items[i] = self.cache.put(keys[i], [f[r] for f in feats],
+                                          exact=_labels(batch["target"][r], batch["weight"][r]))
         for i, m in enumerate(miss):
             if items[i] is None:
                 got = self.cache.get(keys[i])
@@ -89,23 +94,22 @@ class SegmentationTask(L.LightningModule):
                     x = torch.from_numpy(raw["image"])[None].to(self.device)
                     with torch.no_grad():
                         f = self.model.encoder(x)
-                    got = self.cache.put(keys[i], [t[0] for t in f] + [torch.from_numpy(raw["valid"])])
+                    got = self.cache.put(keys[i], [t[0] for t in f], exact=_labels(
+                        torch.from_numpy(raw["target"]), torch.from_numpy(raw["weight"])))
                 items[i] = got
-        n_feats = len(items[0]) - 1
+        n_feats = len(items[0]) - 2
         feats = [torch.stack([it[lv] for it in items]).to(self.device, torch.float32) for lv in range(n_feats)]
-        valid = torch.stack([it[-1] for it in items]).to(self.device, torch.float32)
-        size = tuple(batch["target"].shape[-2:])
-        return self.model.decoder_forward(feats, size), valid
+        target = torch.stack([it[-2] for it in items]).to(self.device, torch.float32)
+        weight = torch.stack([it[-1] for it in items]).to(self.device, torch.float32)
+        return self.model.decoder_forward(feats, tuple(target.shape[-2:])), target, weight
 
     def training_step(self, batch, batch_idx):
         if "miss" in batch:
-            logits, valid = self._cached_logits(batch)
-            weight = batch["weight"] * valid
+            logits, target, weight = self._cached_logits(batch)
         else:
-            logits = self.model(batch["image"])
-            weight = batch["weight"]
-        loss = self.loss_fn(logits, batch["target"], weight)
-        n = batch["target"].shape[0]
+            logits, target, weight = self.model(batch["image"]), batch["target"], batch["weight"]
+        loss = self.loss_fn(logits, target, weight)
+        n = target.shape[0]
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
         now = time.perf_counter()
         if self._t_step is not None and now > self._t_step:
@@ -164,3 +168,8 @@ class SegmentationTask(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["sandwatch"] = self.export().to_dict()
+
+
+def _labels(target: torch.Tensor, weight: torch.Tensor) -> list[torch.Tensor]:
+    """A pool window's target (0/1, stored as uint8) and loss weight (float32, exact) for the cache."""
+    return [target.detach().to(torch.uint8), weight.detach().float()]

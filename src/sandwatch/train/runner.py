@@ -90,7 +90,7 @@ class ThroughputMonitor(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         now = time.perf_counter()
         self.busy += now - self._t_start
-        self.windows += int(batch["target"].shape[0])
+        self.windows += int((batch["key"] if "key" in batch else batch["target"]).shape[0])
         self._t_end = now
 
     def on_train_epoch_end(self, trainer, pl_module):
