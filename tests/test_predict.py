@@ -171,7 +171,8 @@ def test_whole_equals_two_halves_bit_for_bit(blend):
 
 
 @pytest.mark.parametrize("batch_size, rows_read", [(4, 1), (8, 2)])
-def test_streaming_yields_rows_before_reading_the_rest(batch_size, rows_read):
+@pytest.mark.parametrize("ahead", [0, 2])
+def test_streaming_yields_rows_before_reading_the_rest(batch_size, rows_read, ahead):
     img = np.zeros((1, 500, 90), np.float32)
     valid = np.ones((500, 90), bool)
     reads = []
@@ -180,14 +181,51 @@ def test_streaming_yields_rows_before_reading_the_rest(batch_size, rows_read):
         reads.append(w)
         return img[:, w.row:w.row_stop, w.col:w.col_stop], valid[w.row:w.row_stop, w.col:w.col_stop]
 
-    gen = tiled_inference(mean5, read, (500, 90), 40, 8, blend="cosine", strip_windows=2, batch_size=batch_size)
+    gen = tiled_inference(mean5, read, (500, 90), 40, 8, blend="cosine", strip_windows=2, batch_size=batch_size,
+                          prefetch_strips=ahead)
     block, prob = next(gen)
     # 4 windows per row, 2 strips per row: the first block comes once the first batch is
-    # done (one row of windows for batch 4, two rows for batch 8), and blocks stay small
-    assert len(reads) == 2 * rows_read and {w.row for w in reads} == {max(0, 24 * i - 8) for i in range(rows_read)}
+    # done (one row of windows for batch 4, two rows for batch 8), and blocks stay small.
+    # A reader thread runs at most `ahead` strips ahead (plus the one it is reading).
+    needed = 2 * rows_read
+    if ahead == 0:
+        assert len(reads) == needed and {w.row for w in reads} == {max(0, 24 * i - 8) for i in range(rows_read)}
+    else:
+        assert needed <= len(reads) <= needed + ahead + 1
     assert block.row == 0 and 0 < block.height <= 24 * rows_read
     heights = [b.height for b, _ in gen]
     assert max(heights) <= 24 * rows_read and sum(heights) + block.height == 500
+
+
+def test_prefetch_keeps_order_raises_errors_and_stops_early():
+    from sandwatch.predict.tiling import prefetch
+
+    assert list(prefetch(range(50), 3)) == list(range(50))
+    assert list(prefetch(range(5), 0)) == list(range(5))
+
+    def broken():
+        yield 1
+        raise OSError("corrupt block")
+
+    got = []
+    with pytest.raises(OSError, match="corrupt block"):
+        for v in prefetch(broken(), 2):
+            got.append(v)
+    assert got == [1]
+
+    produced = []
+
+    def counting():
+        for i in range(1000):
+            produced.append(i)
+            yield i
+
+    it = prefetch(counting(), 2)
+    assert next(it) == 0
+    it.close()                      # the consumer stops: so does the thread, soon
+    assert len(produced) <= 4
+    import threading
+    assert not any(t.name == "sandwatch-prefetch" for t in threading.enumerate())
 
 
 def test_include_leaves_skipped_windows_nodata_and_counts_them():

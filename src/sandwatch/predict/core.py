@@ -9,7 +9,9 @@ import contextlib
 import datetime as dt
 import os
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,9 +38,13 @@ OUTPUTS = {
 
 # ---- the model as a batch function ------------------------------------------------------------
 class TorchForward:
-    """Reflectance batch (N, C, H, W) -> probabilities (N, H, W), timing the forward passes."""
+    """Batch (N, C, H, W) -> probabilities (N, H, W), timing the forward passes.
 
-    def __init__(self, model, normalize: Callable[[np.ndarray], np.ndarray], device=None, bf16: bool = False):
+    The batch goes through ``normalize`` first when one is given (None: the batch is model
+    input already, as :class:`Predictor` arranges it)."""
+
+    def __init__(self, model, normalize: Callable[[np.ndarray], np.ndarray] | None = None, device=None,
+                 bf16: bool = False):
         import torch
 
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -52,7 +58,9 @@ class TorchForward:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         import torch
 
-        x = torch.from_numpy(np.ascontiguousarray(self.normalize(batch))).to(self.device)
+        if self.normalize is not None:
+            batch = self.normalize(batch)
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
         t0 = time.perf_counter()
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             logits = self.model(x)
@@ -67,14 +75,17 @@ class TorchForward:
 class Predictor:
     """What prediction needs of a model: a batch function, the bands it reads, the window and
     the threshold. Built from a :class:`~sandwatch.models.checkpoint.Checkpoint`, or by hand
-    (tests, custom models): ``forward`` maps *reflectance* (N, C, window, window) in ``bands``
-    order to probabilities (N, window, window)."""
+    (tests, custom models): ``forward`` maps (N, C, window, window) in ``bands`` order to
+    probabilities (N, window, window). Its input is reflectance, passed through ``normalize``
+    first when one is given; normalising happens in the thread that reads the scene, so it
+    overlaps the model's work."""
 
     forward: Callable[[np.ndarray], np.ndarray]
     bands: tuple[str, ...]
     window: int
     threshold: float = 0.5
     name: str = "model"
+    normalize: Callable[[np.ndarray], np.ndarray] | None = None
 
     @classmethod
     def from_checkpoint(cls, checkpoint, *, device=None, bf16: bool = False) -> "Predictor":
@@ -82,8 +93,9 @@ class Predictor:
 
         ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.load(checkpoint)
         model = ckpt.build_model("cpu")
-        fwd = TorchForward(model, ckpt.normalize, device=device, bf16=bf16)
-        return cls(fwd, tuple(ckpt.bands), int(ckpt.window), float(ckpt.threshold), name=ckpt.arch)
+        fwd = TorchForward(model, device=device, bf16=bf16)
+        return cls(fwd, tuple(ckpt.bands), int(ckpt.window), float(ckpt.threshold), name=ckpt.arch,
+                   normalize=ckpt.normalize)
 
 
 def as_predictor(checkpoint, *, device=None, bf16: bool = False) -> Predictor:
@@ -301,9 +313,11 @@ def _predict_rasters(pred: Predictor, scene, grid: Grid, paths: dict[str, Path],
     out_grid = grid if region is None else grid.window_grid(region)
     r0, c0 = (0, 0) if region is None else (region.row, region.col)
 
-    def read(w: Window):
+    normalize = pred.normalize
+
+    def read(w: Window):   # runs in tiled_inference's reading thread
         data, valid = scene.read(w, bands=bands)
-        return data, valid
+        return (data if normalize is None else normalize(data)), valid
 
     tags = {"sandwatch_model": pred.name, "sandwatch_edge": edge, "sandwatch_blend": blend,
             "sandwatch_threshold": threshold, "sandwatch_window": pred.window,
@@ -319,25 +333,36 @@ def _predict_rasters(pred: Predictor, scene, grid: Grid, paths: dict[str, Path],
         m = default_margin(pred.window, edge) if blend == "cosine" else 0
         rows, _ = select_windows(grid.shape, pred.window, edge, region=region, margin=m, include=include)
         bar = tqdm(total=sum(len(r) for r in rows), unit="win", desc=f"predict {stats.get('name', '')}", leave=False)
-    n_mine = 0
-    n_valid = 0
+    counts = {"mine": 0, "valid": 0}
     try:
         with StreamingCOGWriter(paths["probability"], out_grid, dtype, probability_nodata(dtype), resampling="average",
                                 tags=tags, description="mining probability", cog=cog, **prob_kw) as pw, \
              StreamingCOGWriter(paths["mask"], out_grid, "uint8", MASK_NODATA, resampling="nearest",
                                 tags=tags, description=f"mining (probability >= {threshold})", cog=cog) as mw:
-            for block, prob in tiled_inference(pred.forward, read, grid.shape, pred.window, edge, region=region,
-                                               blend=blend, batch_size=batch_size, include=include,
-                                               strip_windows=strip_windows, stats=stats,
-                                               progress=bar.update if bar is not None else None):
-                block = block.shift(-r0, -c0)
+
+            def write(block: Window, prob: np.ndarray) -> None:
                 pw.write(block, encode_probability(prob, dtype))
                 mask = encode_mask(prob, threshold)
                 mw.write(block, mask)
-                n_mine += int((mask == 1).sum())
-                n_valid += int((mask != MASK_NODATA).sum())
+                counts["mine"] += int((mask == 1).sum())
+                counts["valid"] += int((mask != MASK_NODATA).sum())
+
+            # Finished blocks are encoded, compressed and written by one thread while the model
+            # predicts the next rows; at most two blocks wait (bounded memory), in order.
+            with ThreadPoolExecutor(1, thread_name_prefix="sandwatch-write") as pool:
+                waiting: deque = deque()
+                for block, prob in tiled_inference(pred.forward, read, grid.shape, pred.window, edge, region=region,
+                                                   blend=blend, batch_size=batch_size, include=include,
+                                                   strip_windows=strip_windows, stats=stats,
+                                                   progress=bar.update if bar is not None else None):
+                    waiting.append(pool.submit(write, block.shift(-r0, -c0), prob))
+                    while len(waiting) > 2:
+                        waiting.popleft().result()
+                while waiting:
+                    waiting.popleft().result()
     finally:
         if bar is not None:
             bar.close()
+    n_mine, n_valid = counts["mine"], counts["valid"]
     stats["mine_pixels"] = n_mine
     stats["predicted_pixels"] = n_valid

@@ -8,13 +8,20 @@ of at most ``strip_windows`` windows, the model's outputs for them, and a rollin
 ``stride + 2 * margin`` rows high), so memory does not grow with the scene's height, and grows
 with its width only through that accumulator (a few MB for a 10980 px wide tile).
 
+Reading overlaps prediction: a background thread reads the next strips (at most ``prefetch``
+of them) while the model works on the current ones, and keeps reading while the caller writes
+a finished block. Reads release the GIL (GDAL decompression), so on a CPU the reads and
+writes hide in the gaps of the model's threads.
+
 Nothing here touches files or torch: ``read`` and ``predict_batch`` are callables, so the
 stitching is tested on numpy arrays.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -38,6 +45,66 @@ def _runs(pairs: list[WindowPair], limit: int) -> list[list[WindowPair]]:
         else:
             out.append([pair])
     return out
+
+
+def prefetch(items: Iterable, depth: int, *, name: str = "sandwatch-prefetch") -> Iterator:
+    """Iterate ``items`` in a background thread, at most ``depth`` items ahead of the consumer.
+
+    Order is kept. An exception raised while producing an item is raised to the consumer in
+    its place. When the consumer stops early (``close()``, an exception, garbage collection)
+    the thread stops before it produces another item. ``depth <= 0``: no thread at all.
+    """
+    if depth <= 0:
+        yield from items
+        return
+    q: queue.Queue = queue.Queue(maxsize=int(depth))
+    stop = threading.Event()
+    end = object()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work():
+        try:
+            for item in items:
+                if not put((None, item)):
+                    return
+            put((None, end))
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer, raised there
+            put((err, None))
+
+    thread = threading.Thread(target=work, name=name, daemon=True)
+    thread.start()
+    try:
+        while True:
+            err, item = q.get()
+            if err is not None:
+                raise err
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _strips(read: Reader, rows: list[list[WindowPair]], grid_shape: tuple[int, int], window: int,
+            limit: int) -> Iterator[tuple[int, bool, list[WindowPair], np.ndarray, np.ndarray]]:
+    """Read each run of adjacent windows as one strip: ``(row index, last run of its row, run,
+    data float32 (C, window, strip width), valid)``, rows top to bottom."""
+    for ri, row in enumerate(rows):
+        runs = _runs(row, max(1, int(limit)))
+        for k, run in enumerate(runs):
+            first = run[0][0]
+            strip = Window(first.row, first.col, window, run[-1][0].col_stop - first.col)
+            data, valid = reflect_read(read, strip, grid_shape)
+            yield ri, k == len(runs) - 1, run, np.asarray(data, dtype=np.float32), valid
 
 
 def select_windows(grid_shape: tuple[int, int], window: int, edge: int, *, region: Window | None = None,
@@ -84,7 +151,7 @@ def tiled_inference(predict_batch: BatchFn, read: Reader, grid_shape: tuple[int,
                     region: Window | None = None, blend: str = "none", margin: int | None = None,
                     batch_size: int = 8, include: Callable[[Window], bool] | None = None,
                     strip_windows: int = 32, progress: Callable[[int], None] | None = None,
-                    stats: dict | None = None) -> Iterator[tuple[Window, np.ndarray]]:
+                    stats: dict | None = None, prefetch_strips: int = 2) -> Iterator[tuple[Window, np.ndarray]]:
     """Predict a grid (or a ``region`` of it) window by window and yield finished row blocks.
 
     Parameters
@@ -108,6 +175,9 @@ def tiled_inference(predict_batch: BatchFn, read: Reader, grid_shape: tuple[int,
         ``include(keep) -> bool``; windows for which it is False are not predicted (AOI mode).
     strip_windows:
         At most this many adjacent windows are read with one call to ``read``.
+    prefetch_strips:
+        Strips read ahead in a background thread (0: read in the calling thread). ``read``
+        is then called from that one thread, one call at a time, in the same order.
     progress:
         Called with the number of windows just predicted.
     stats:
@@ -194,28 +264,35 @@ def tiled_inference(predict_batch: BatchFn, read: Reader, grid_shape: tuple[int,
     # windows (they may span rows), so a row band of the grid is batched exactly as in a whole
     # run: even a model whose float rounding depends on the batch gives identical pixels.
     index = _windows_before(rows, (height, width), window, edge, m, include) if rows else 0
-    for row in rows:
-        keep_row = row[0][1]
-        grow(keep_row.row_stop + m)
-        for run in _runs(row, max(1, int(strip_windows))):
+    strips = prefetch(_strips(read, rows, (height, width), window, strip_windows), prefetch_strips,
+                      name="sandwatch-read")
+    try:
+        row_started = -1
+        for ri, last_of_row, run, data, valid in strips:
+            keep_row = rows[ri][0][1]
+            if ri != row_started:
+                grow(keep_row.row_stop + m)
+                row_started = ri
             first = run[0][0]
-            strip = Window(first.row, first.col, window, run[-1][0].col_stop - first.col)
-            data, valid = reflect_read(read, strip, (height, width))
-            data = np.asarray(data, dtype=np.float32)
             for pair in run:
                 off = pair[0].col - first.col
-                pending.append((pair, data[:, :, off:off + window].copy(), valid[:, off:off + window].copy()))
+                # views: the strip lives until its last window is batched (np.stack copies)
+                pending.append((pair, data[:, :, off:off + window], valid[:, off:off + window]))
                 index += 1
                 if index % batch_size == 0:
                     flush()
             del data, valid
-        if pending:                      # rows from the oldest waiting window down are not final
-            done = pending[0][0][1].row - m
-        else:
-            done = r_stop if keep_row.row_stop >= height else keep_row.row_stop - m
-        out = emit(done)
-        if out is not None:
-            yield out
+            if not last_of_row:
+                continue
+            if pending:                  # rows from the oldest waiting window down are not final
+                done = pending[0][0][1].row - m
+            else:
+                done = r_stop if keep_row.row_stop >= height else keep_row.row_stop - m
+            out = emit(done)
+            if out is not None:
+                yield out
+    finally:
+        strips.close()
     if pending:
         flush()
     out = emit(r_stop)
