@@ -369,6 +369,40 @@ def test_a_killed_run_leaves_nothing_and_resumes(tmp_path):
     assert not res.skipped and (tmp_path / "a.prob.tif").stat().st_mtime_ns != before
 
 
+@pytest.mark.parametrize("where", ["read", "write"])
+def test_a_failing_read_or_write_thread_raises_and_leaves_nothing(tmp_path, where, monkeypatch):
+    """Reads and writes run in threads beside the model: their errors still reach the caller,
+    and no output (nor temporary file) is left."""
+    import threading
+
+    scene = make_scene(seed=3, source="c.tif")
+    if where == "read":
+        real_read = scene.read
+
+        def read(window=None, bands=None, **kw):
+            if len(scene.reads) >= 5:
+                raise OSError("c.tif: corrupt block")
+            return real_read(window, bands, **kw)
+
+        scene.read = read
+    else:
+        from sandwatch.predict import writer
+
+        real_write, n = writer.StreamingCOGWriter.write, {"calls": 0}
+
+        def write(self, window, block):
+            n["calls"] += 1
+            if n["calls"] > 3:
+                raise OSError("disk full")
+            real_write(self, window, block)
+
+        monkeypatch.setattr(writer.StreamingCOGWriter, "write", write)
+    with pytest.raises(OSError, match="corrupt block" if where == "read" else "disk full"):
+        predict_scene(PREDICTOR, scene, tmp_path, edge=8, progress=False)
+    assert list(tmp_path.iterdir()) == []
+    assert not [t for t in threading.enumerate() if t.name.startswith(("sandwatch-read", "sandwatch-write"))]
+
+
 def test_user_errors_are_one_line(tmp_path):
     scene = make_scene(height=50, width=50)
     with pytest.raises(SandwatchError, match="--edge"):

@@ -25,6 +25,7 @@ from sandwatch.predict.tiling import BLENDS, tiled_inference
 from sandwatch.predict.windows import check_window_edge
 from sandwatch.predict.writer import (
     MASK_NODATA, PROB_DTYPES, UINT8_SCALE, StreamingCOGWriter, encode_mask, encode_probability, probability_nodata,
+    writing_together,
 )
 
 #: Output files per scene, by key: file name suffix appended to the scene's name.
@@ -335,10 +336,12 @@ def _predict_rasters(pred: Predictor, scene, grid: Grid, paths: dict[str, Path],
         bar = tqdm(total=sum(len(r) for r in rows), unit="win", desc=f"predict {stats.get('name', '')}", leave=False)
     counts = {"mine": 0, "valid": 0}
     try:
-        with StreamingCOGWriter(paths["probability"], out_grid, dtype, probability_nodata(dtype), resampling="average",
-                                tags=tags, description="mining probability", cog=cog, **prob_kw) as pw, \
-             StreamingCOGWriter(paths["mask"], out_grid, "uint8", MASK_NODATA, resampling="nearest",
-                                tags=tags, description=f"mining (probability >= {threshold})", cog=cog) as mw:
+        with writing_together(
+                StreamingCOGWriter(paths["probability"], out_grid, dtype, probability_nodata(dtype),
+                                   resampling="average", tags=tags, description="mining probability", cog=cog,
+                                   **prob_kw),
+                StreamingCOGWriter(paths["mask"], out_grid, "uint8", MASK_NODATA, resampling="nearest",
+                                   tags=tags, description=f"mining (probability >= {threshold})", cog=cog)) as (pw, mw):
 
             def write(block: Window, prob: np.ndarray) -> None:
                 pw.write(block, encode_probability(prob, dtype))

@@ -37,7 +37,7 @@ from sandwatch.predict.core import (
 )
 from sandwatch.predict.polygons import polygonize, write_polygons
 from sandwatch.predict.windows import check_window_edge
-from sandwatch.predict.writer import MASK_NODATA, StreamingCOGWriter
+from sandwatch.predict.writer import MASK_NODATA, StreamingCOGWriter, writing_together
 
 
 def unique_names(scenes: Sequence) -> list[str]:
@@ -169,10 +169,11 @@ def _assemble_inner(grid: Grid, regions: list[Window], parts: list[dict], paths:
         tags, scale, offset, nodata = ds.tags(), ds.scales[0], ds.offsets[0], ds.nodata
     tags.pop("AREA_OR_POINT", None)
     extra = dict(scale=scale, offset=offset) if dtype == "uint8" else {}
-    with StreamingCOGWriter(paths["probability"], grid, dtype, nodata, resampling="average", tags=tags,
-                            description="mining probability", **extra) as pw, \
-         StreamingCOGWriter(paths["mask"], grid, "uint8", MASK_NODATA, resampling="nearest", tags=tags,
-                            description=f"mining (probability >= {opts['threshold']})") as mw:
+    with writing_together(
+            StreamingCOGWriter(paths["probability"], grid, dtype, nodata, resampling="average", tags=tags,
+                               description="mining probability", **extra),
+            StreamingCOGWriter(paths["mask"], grid, "uint8", MASK_NODATA, resampling="nearest", tags=tags,
+                               description=f"mining (probability >= {opts['threshold']})")) as (pw, mw):
         for region, part in zip(regions, parts):
             for key, writer in (("probability", pw), ("mask", mw)):
                 with rasterio.open(part[key]) as src:

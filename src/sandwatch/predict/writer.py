@@ -104,7 +104,7 @@ class StreamingCOGWriter:
             driver="GTiff", width=self.grid.width, height=self.grid.height, count=1, dtype=self.dtype,
             crs=self.grid.crs, transform=self.grid.transform, nodata=self.nodata,
             tiled=True, blockxsize=self.blocksize, blockysize=self.blocksize,
-            compress="deflate", predictor=2 if self.dtype == "uint8" else 3, BIGTIFF="IF_SAFER",
+            compress="deflate", zlevel=1, predictor=2 if self.dtype == "uint8" else 3, BIGTIFF="IF_SAFER",
         )
         self._ds = rasterio.open(self._stream_path, "w", **profile)
         if self.tags:
@@ -137,6 +137,37 @@ class StreamingCOGWriter:
             for p in [self._stream_path, *self._stream_path.parent.glob(self._stream_path.name + ".*")]:
                 with contextlib.suppress(FileNotFoundError):
                     p.unlink()
+
+
+@contextlib.contextmanager
+def writing_together(*writers: StreamingCOGWriter):
+    """Enter several :class:`StreamingCOGWriter` and, when the block ends without an error,
+    finish them in parallel threads (the COG conversions release the GIL). On an error every
+    writer is cleaned up and nothing is published.
+
+    ::
+
+        with writing_together(StreamingCOGWriter(a, ...), StreamingCOGWriter(b, ...)) as (wa, wb):
+            ...
+    """
+    entered: list[StreamingCOGWriter] = []
+    try:
+        for w in writers:
+            entered.append(w.__enter__())
+        yield tuple(entered)
+    except BaseException as err:
+        for w in entered:
+            w.__exit__(type(err), err, err.__traceback__)
+        raise
+    if len(entered) == 1:
+        entered[0].__exit__(None, None, None)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(entered), thread_name_prefix="sandwatch-cog") as pool:
+        futures = [pool.submit(w.__exit__, None, None, None) for w in entered]
+    for f in futures:
+        f.result()
 
 
 def write_cog(src: str | os.PathLike, dst: str | os.PathLike, *, resampling: str = "average") -> Path:
