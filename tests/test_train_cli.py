@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from conftest import shared_path
@@ -106,6 +107,24 @@ def test_demo_end_to_end_through_the_contracts(demo, tmp_path, capsys):
     assert hist["throughput"][0]["windows"] == 8  # 4 windows x 2 training scenes
     # the same run dir again without --resume: refused, nothing overwritten
     assert main(["train", str(cfg)]) == 2
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_through_the_cli(demo, tmp_path):
+    """`strategy: ddp` with 2 CPU devices, as a user runs it: Lightning starts a second process
+    (gloo), each rank trains on its half of every epoch, rank 0 writes one checkpoint."""
+    cfg = _write_config(tmp_path / "c.yaml", demo, tmp_path / "run",
+                        trainer={"strategy": "ddp", "devices": 2, "accelerator": "cpu"}, data={"num_workers": 0})
+    env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_PORT=str(20000 + os.getpid() % 20000))
+    proc = subprocess.run([sys.executable, "-m", "sandwatch", "train", str(cfg)], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    hist = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert [e["epoch"] for e in hist["epochs"]] == [0, 1] and all(0 <= e["val_ap"] <= 1 for e in hist["epochs"])
+    assert [t["windows"] for t in hist["throughput"]] == [4, 4]    # rank 0: half of 4 windows x 2 scenes
+    best = Checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert best.metadata["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in best.state_dict.values() if v.is_floating_point())
 
 
 @pytest.mark.slow

@@ -128,3 +128,46 @@ def test_confidence_weights_reach_the_loss(tmp_path):
     diff_ac = max(float((runs[0][k] - runs[2][k]).abs().max()) for k in runs[0] if runs[0][k].is_floating_point())
     assert diff_ab == 0.0
     assert diff_ac > 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["tensorboard", "wandb"])
+def test_tensorboard_and_offline_wandb_record_the_run(tmp_path, backend, monkeypatch):
+    """The two other tracking back-ends: metrics per epoch and the PR-curve figure land in the
+    run directory (W&B offline: no account, no network)."""
+    pytest.importorskip("tensorboardX" if backend == "tensorboard" else "wandb",
+                        reason=f"{backend} is not installed (pip install -e '.[dev]')")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    run_dir = tmp_path / backend
+    train(config(tmp_path, backend, optim__epochs=2, tracking__backend=backend), sources=sources(), model=unet())
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    if backend == "tensorboard":
+        events = [p for p in files if p.name.startswith("events.out.tfevents")]
+        assert events, files
+        import struct
+
+        from tensorboardX.proto import event_pb2
+
+        tags, images = set(), set()
+        for ev_file in events:
+            data = ev_file.read_bytes()
+            pos = 0
+            while pos < len(data):        # TFRecord: length, crc, payload, crc
+                (n,) = struct.unpack("<Q", data[pos:pos + 8])
+                ev = event_pb2.Event.FromString(data[pos + 12:pos + 12 + n])
+                pos += 12 + n + 4
+                for v in ev.summary.value:
+                    (images if v.HasField("image") else tags).add(v.tag)
+        assert {"val_ap", "val_f1"} <= tags and any("pr_curve" in t for t in images), (tags, images)
+    else:
+        runs = list(run_dir.rglob("offline-run-*"))
+        assert runs, files
+        wandb_files = [p for p in runs[0].rglob("*.wandb")]
+        assert wandb_files and wandb_files[0].stat().st_size > 0
+        record = wandb_files[0].read_bytes()       # the offline run's history, for `wandb sync`
+        assert b"val_ap" in record and b"val_f1" in record and b"train_loss" in record
+        assert list((runs[0] / "files" / "media" / "images").glob("pr_curve*.png"))
+        run_id = json.loads((run_dir / "tracking.json").read_text())["wandb_id"]
+        assert runs[0].name.endswith(run_id)       # the id a --resume will continue

@@ -96,7 +96,9 @@ class OptimConfig(_Section):
 class TrainerConfig(_Section):
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     devices: int | str = Field(1, description="number of devices, or 'auto'")
-    strategy: Literal["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true"] = "auto"
+    strategy: Literal["auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_find_unused_parameters_true"] = Field(
+        "auto", description="ddp: one process per device (GPUs, or CPU processes with devices > 1); "
+                            "ddp_fork: the same from notebooks and tests")
     precision: Literal["32", "32-true", "16-mixed", "bf16-mixed"] = "32-true"
     deterministic: bool = False
     seed: int = 0

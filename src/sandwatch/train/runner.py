@@ -291,7 +291,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, sources=None, model=None,
         torch.use_deterministic_algorithms(True, warn_only=False)
 
     module, train_loader, val_loader, sampler = prepare(cfg, sources=sources, model=model)
-    from sandwatch.train.tracking import log_config, make_logger
+    from sandwatch.train.tracking import finish_logger, log_config, make_logger
 
     logger = make_logger(cfg, run_dir, resume=resume)
     throughput = ThroughputMonitor()
@@ -320,7 +320,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, sources=None, model=None,
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*on_train_epoch_end.*")
-        trainer.fit(module, train_loader, val_loader, ckpt_path=str(last_ckpt) if resume else None)
+        try:
+            trainer.fit(module, train_loader, val_loader, ckpt_path=str(last_ckpt) if resume else None)
+        finally:
+            if trainer.is_global_zero:
+                finish_logger(logger)
     export = next(c for c in cbs if isinstance(c, ExportCheckpoints))
     best = ckpt_dir / "best.pt"
     return TrainResult(run_dir=run_dir, best=best if best.exists() else None, last=ckpt_dir / "last.pt",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +68,7 @@ def make_logger(cfg, run_dir: Path, resume: bool = False):
             return TensorBoardLogger(run_dir, name="tensorboard", version=0)
         except ModuleNotFoundError:
             raise SandwatchError.about("tracking.backend", "tensorboard is not installed",
-                                       "pip install tensorboard, or use mlflow (the default)") from None
+                                       "pip install tensorboardX (or tensorboard), or use mlflow (the default)") from None
     if backend == "wandb":
         try:
             import wandb  # noqa: F401
@@ -76,12 +77,23 @@ def make_logger(cfg, run_dir: Path, resume: bool = False):
                                        "pip install wandb, or use mlflow (the default)") from None
         from lightning.pytorch.loggers import WandbLogger
 
+        # the run id is chosen here and kept in RUN/tracking.json, so --resume continues the same W&B run
+        run_id = state.get("wandb_id") or uuid.uuid4().hex[:8]
         logger = WandbLogger(project=cfg.tracking.experiment, name=name, save_dir=str(run_dir),
-                             offline=cfg.tracking.wandb_offline, id=state.get("wandb_id"), resume="allow")
-        state["wandb_id"] = logger.version
+                             offline=cfg.tracking.wandb_offline, id=run_id, resume="allow")
+        state["wandb_id"] = run_id
         state_file.write_text(json.dumps(state))
         return logger
     raise SandwatchError.about("tracking.backend", f"unknown backend {backend!r}", "use mlflow, wandb, tensorboard, csv or none")
+
+
+def finish_logger(logger) -> None:
+    """Close what a back-end leaves open after ``fit``: a W&B run is finished (its summary
+    written, so ``wandb sync`` uploads an offline run whole); the others need nothing."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    if isinstance(logger, WandbLogger) and logger._experiment is not None:
+        logger.experiment.finish()
 
 
 def log_config(logger, cfg) -> None:
