@@ -148,7 +148,7 @@ class Scene:
                      out_shape: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Read ``files`` over a window inside the grid: float32 (C, h, w) DN and per-band nodata mask."""
         h, w = out_shape or window.shape
-        data = np.zeros((len(files), h, w), np.float32)
+        data = None
         bad = np.zeros((len(files), h, w), bool)
         # One read call per (file, alignment): multi-band GeoTIFFs read all their bands at once.
         groups: dict[str, list[int]] = {}
@@ -163,13 +163,23 @@ class Scene:
                 indexes = [files[c].index for c in channels]
                 arr = reader.read(indexes, window=rio_window, out_shape=(len(indexes), h, w),
                                   out_dtype="float32", resampling=Resampling.nearest)
+                integer = np.issubdtype(np.dtype(reader.dtypes[indexes[0] - 1]), np.integer)
                 for k, ci in enumerate(channels):
                     nodata = files[ci].nodata
-                    band_bad = np.isnan(arr[k])
+                    # integer sources cannot hold NaN: skip that pass over the pixels
+                    band_bad = np.zeros((h, w), bool) if integer else np.isnan(arr[k])
                     if nodata is not None:
                         band_bad |= arr[k] == nodata
                     bad[ci] = band_bad
-                    data[ci] = np.where(band_bad, 0, arr[k])
+                    arr[k][band_bad] = 0
+                if channels == list(range(len(files))):
+                    data = arr          # the common case: one file, its bands in order; no copy
+                else:
+                    if data is None:
+                        data = np.zeros((len(files), h, w), np.float32)
+                    data[channels] = arr
+        if data is None:
+            data = np.zeros((len(files), h, w), np.float32)
         return data, bad
 
     def read(self, window: Window | None = None, bands=None, *, units: str = "reflectance",
@@ -186,16 +196,19 @@ class Scene:
             raise ValueError(f"units must be 'reflectance' or 'dn', not {units!r}")
         window = _as_window(window) or self.grid.full_window()
         names, idx = self._band_indices(bands, fill_missing)
-        data = np.zeros((len(names), window.height, window.width), np.float32)
-        valid = np.zeros(window.shape, bool)
         inside = window.clip(self.grid.height, self.grid.width)
         if inside is None:
-            return data, valid
+            return np.zeros((len(names), window.height, window.width), np.float32), np.zeros(window.shape, bool)
         files = [None if i is None else self._files[i] for i in idx]
         part, bad = self._read_inside(files, inside, BAND_RESAMPLING)
-        if units == "reflectance":
-            part = (part - np.float32(self.offset)) / np.float32(self.scale)
+        if units == "reflectance":     # in place: the same float32 arithmetic, no temporaries
+            part -= np.float32(self.offset)
+            part /= np.float32(self.scale)
             part[bad] = 0
+        if inside == window:
+            return part, ~bad.any(axis=0)
+        data = np.zeros((len(names), window.height, window.width), np.float32)
+        valid = np.zeros(window.shape, bool)
         rs, cs = inside.relative_to(window).slices()
         data[:, rs, cs] = part
         valid[rs, cs] = ~bad.any(axis=0)

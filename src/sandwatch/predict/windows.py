@@ -104,7 +104,12 @@ def reflect_read(read: Callable[[Window], tuple[np.ndarray, np.ndarray]], window
     if src == window:
         return data, valid
     rr, cc = ri - r0, ci - c0
-    return data[:, rr[:, None], cc[None, :]], valid[rr[:, None], cc[None, :]]
+    # one axis at a time (np.take) is several times faster than one 2-D fancy index
+    if not np.array_equal(rr, np.arange(src.height)):
+        data, valid = np.take(data, rr, axis=1), np.take(valid, rr, axis=0)
+    if not np.array_equal(cc, np.arange(src.width)):
+        data, valid = np.take(data, cc, axis=2), np.take(valid, cc, axis=1)
+    return data, valid
 
 
 def taper_1d(start: int, stop: int, keep_start: int, keep_stop: int, margin: int, n: int) -> np.ndarray:
