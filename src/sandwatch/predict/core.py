@@ -215,7 +215,7 @@ def predict_scene(checkpoint, scene, out_dir: str | os.PathLike, *, edge: int = 
                   threshold: float | None = None, batch_size: int = 8, blend: str = "none",
                   dtype: str = "uint8", overwrite: bool = False, device=None, bf16: bool = False,
                   progress: bool = True, name: str | None = None, aoi_buffer_m: float = 1000.0,
-                  strip_windows: int = 16, gdal_cache_mb: int | None = 32) -> PredictionResult:
+                  strip_windows: int = 8, gdal_cache_mb: int | None = 32) -> PredictionResult:
     """Map mining probability on one scene with a checkpoint.
 
     Windows of the checkpoint's size slide over the scene with ``edge`` pixels discarded on

@@ -197,7 +197,7 @@ def submit_scene_bands(client, checkpoint, scene, out_dir, *, name: str | None =
                        edge: int = 30, aoi=None, threshold: float | None = None, batch_size: int = 8,
                        blend: str = "none", dtype: str = "uint8", overwrite: bool = False, device=None,
                        bf16: bool = False, progress: bool = False, aoi_buffer_m: float = 1000.0,
-                       strip_windows: int = 16, gdal_cache_mb: int | None = 32):
+                       strip_windows: int = 8, gdal_cache_mb: int | None = 32):
     """Submit one scene as row-band tasks plus a stitching task; returns the future of its
     :class:`~sandwatch.predict.PredictionResult` (same outputs as :func:`predict_scene`).
 
