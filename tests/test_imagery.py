@@ -458,3 +458,36 @@ def test_concurrent_threads_and_forked_processes(tmp_path):
 def _read_window(args):
     scene, window = args
     return scene.read(window)[0]
+
+
+def test_a_reading_thread_closes_its_own_handles(tmp_path):
+    """Scene handles are per thread; a worker thread that is done closes its own, the
+    caller's stay open."""
+    import threading
+
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from sandwatch.imagery import open_scene
+
+    path = tmp_path / "s.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=8, height=8, count=4, dtype="uint16", crs="EPSG:32644",
+                       transform=from_origin(0, 80, 10, 10)) as ds:
+        ds.write(np.full((4, 8, 8), 1200, np.uint16))
+    scene = open_scene(str(path), bands="B02,B03,B04,B08")
+    scene.read()
+    seen = {}
+
+    def worker():
+        scene.read()
+        seen["during"] = len(scene._handles)
+        scene.close_thread()
+        seen["after"] = len(scene._handles)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen == {"during": 2, "after": 1}
+    data, valid = scene.read()               # the calling thread's handle still works
+    assert valid.all() and np.allclose(data, 0.12)

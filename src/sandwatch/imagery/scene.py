@@ -102,6 +102,12 @@ class Scene:
                 with contextlib.suppress(Exception):
                     ds.close()
 
+    def close_thread(self) -> None:
+        """Close the datasets the calling thread opened (a worker thread that is done reading)."""
+        for ds in reversed(list(self._handles.pop((os.getpid(), threading.get_ident()), {}).values())):
+            with contextlib.suppress(Exception):
+                ds.close()
+
     def __repr__(self) -> str:
         return (f"Scene({self.source!r}, level={self.level}, date={self.date}, bands={','.join(self.bands)}, "
                 f"grid={self.grid.width}x{self.grid.height} {self.grid.crs.to_string()} @ {self.grid.res[0]:g})")

@@ -357,7 +357,8 @@ def _predict_rasters(pred: Predictor, scene, grid: Grid, paths: dict[str, Path],
                 for block, prob in tiled_inference(pred.forward, read, grid.shape, pred.window, edge, region=region,
                                                    blend=blend, batch_size=batch_size, include=include,
                                                    strip_windows=strip_windows, stats=stats,
-                                                   progress=bar.update if bar is not None else None):
+                                                   progress=bar.update if bar is not None else None,
+                                                   read_done=getattr(scene, "close_thread", None)):
                     waiting.append(pool.submit(write, block.shift(-r0, -c0), prob))
                     while len(waiting) > 2:
                         waiting.popleft().result()

@@ -95,16 +95,22 @@ def prefetch(items: Iterable, depth: int, *, name: str = "sandwatch-prefetch") -
 
 
 def _strips(read: Reader, rows: list[list[WindowPair]], grid_shape: tuple[int, int], window: int,
-            limit: int) -> Iterator[tuple[int, bool, list[WindowPair], np.ndarray, np.ndarray]]:
+            limit: int, done: Callable[[], None] | None = None
+            ) -> Iterator[tuple[int, bool, list[WindowPair], np.ndarray, np.ndarray]]:
     """Read each run of adjacent windows as one strip: ``(row index, last run of its row, run,
-    data float32 (C, window, strip width), valid)``, rows top to bottom."""
-    for ri, row in enumerate(rows):
-        runs = _runs(row, max(1, int(limit)))
-        for k, run in enumerate(runs):
-            first = run[0][0]
-            strip = Window(first.row, first.col, window, run[-1][0].col_stop - first.col)
-            data, valid = reflect_read(read, strip, grid_shape)
-            yield ri, k == len(runs) - 1, run, np.asarray(data, dtype=np.float32), valid
+    data float32 (C, window, strip width), valid)``, rows top to bottom. ``done()`` is called
+    in the reading thread when reading ends, however it ends."""
+    try:
+        for ri, row in enumerate(rows):
+            runs = _runs(row, max(1, int(limit)))
+            for k, run in enumerate(runs):
+                first = run[0][0]
+                strip = Window(first.row, first.col, window, run[-1][0].col_stop - first.col)
+                data, valid = reflect_read(read, strip, grid_shape)
+                yield ri, k == len(runs) - 1, run, np.asarray(data, dtype=np.float32), valid
+    finally:
+        if done is not None:
+            done()
 
 
 def select_windows(grid_shape: tuple[int, int], window: int, edge: int, *, region: Window | None = None,
@@ -151,7 +157,8 @@ def tiled_inference(predict_batch: BatchFn, read: Reader, grid_shape: tuple[int,
                     region: Window | None = None, blend: str = "none", margin: int | None = None,
                     batch_size: int = 8, include: Callable[[Window], bool] | None = None,
                     strip_windows: int = 32, progress: Callable[[int], None] | None = None,
-                    stats: dict | None = None, prefetch_strips: int = 2) -> Iterator[tuple[Window, np.ndarray]]:
+                    stats: dict | None = None, prefetch_strips: int = 2,
+                    read_done: Callable[[], None] | None = None) -> Iterator[tuple[Window, np.ndarray]]:
     """Predict a grid (or a ``region`` of it) window by window and yield finished row blocks.
 
     Parameters
@@ -178,6 +185,8 @@ def tiled_inference(predict_batch: BatchFn, read: Reader, grid_shape: tuple[int,
     prefetch_strips:
         Strips read ahead in a background thread (0: read in the calling thread). ``read``
         is then called from that one thread, one call at a time, in the same order.
+    read_done:
+        Called in the reading thread once it stops reading (to release per-thread handles).
     progress:
         Called with the number of windows just predicted.
     stats:
@@ -264,7 +273,7 @@ def tiled_inference(predict_batch: BatchFn, read: Reader, grid_shape: tuple[int,
     # windows (they may span rows), so a row band of the grid is batched exactly as in a whole
     # run: even a model whose float rounding depends on the batch gives identical pixels.
     index = _windows_before(rows, (height, width), window, edge, m, include) if rows else 0
-    strips = prefetch(_strips(read, rows, (height, width), window, strip_windows), prefetch_strips,
+    strips = prefetch(_strips(read, rows, (height, width), window, strip_windows, read_done), prefetch_strips,
                       name="sandwatch-read")
     try:
         row_started = -1
