@@ -129,7 +129,9 @@ def test_ddp_on_two_cpu_processes_through_the_cli(demo, tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_then_resume_loses_at_most_one_epoch(demo, tmp_path):
-    cfg = _write_config(tmp_path / "c.yaml", demo, tmp_path / "run", optim={"epochs": 4})
+    # enough epochs that the run is still going when the poller sees epoch 1 (tiny epochs take
+    # well under a second; with 4 the run could finish between two polls)
+    cfg = _write_config(tmp_path / "c.yaml", demo, tmp_path / "run", optim={"epochs": 10})
     cmd = [sys.executable, "-m", "sandwatch", "train", str(cfg)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     last = tmp_path / "run" / "checkpoints" / "last.pt"
@@ -150,8 +152,8 @@ def test_sigkill_then_resume_loses_at_most_one_epoch(demo, tmp_path):
     assert not list((tmp_path / "run" / "checkpoints").glob("*.partial*"))
     assert main(["train", str(cfg), "--resume"]) == 0
     hist = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert [e["epoch"] for e in hist["epochs"]] == [0, 1, 2, 3]
-    assert Checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt").metadata["epoch"] == 3
+    assert [e["epoch"] for e in hist["epochs"]] == list(range(10))
+    assert Checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt").metadata["epoch"] == 9
 
 
 @pytest.mark.slow
