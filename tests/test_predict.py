@@ -198,6 +198,8 @@ def test_streaming_yields_rows_before_reading_the_rest(batch_size, rows_read, ah
 
 
 def test_prefetch_keeps_order_raises_errors_and_stops_early():
+    import threading
+
     from sandwatch.predict.tiling import prefetch
 
     assert list(prefetch(range(50), 3)) == list(range(50))
@@ -213,18 +215,22 @@ def test_prefetch_keeps_order_raises_errors_and_stops_early():
             got.append(v)
     assert got == [1]
 
-    produced = []
+    produced, closed_in = [], []
 
     def counting():
-        for i in range(1000):
-            produced.append(i)
-            yield i
+        try:
+            for i in range(1000):
+                produced.append(i)
+                yield i
+        finally:
+            closed_in.append(threading.current_thread().name)
 
-    it = prefetch(counting(), 2)
+    it = prefetch(counting(), 2, name="sandwatch-prefetch")
     assert next(it) == 0
     it.close()                      # the consumer stops: so does the thread, soon
     assert len(produced) <= 4
-    import threading
+    # the producer's clean-up ran in the producing thread (where per-thread handles live)
+    assert closed_in == ["sandwatch-prefetch"]
     assert not any(t.name == "sandwatch-prefetch" for t in threading.enumerate())
 
 

@@ -52,7 +52,9 @@ def prefetch(items: Iterable, depth: int, *, name: str = "sandwatch-prefetch") -
 
     Order is kept. An exception raised while producing an item is raised to the consumer in
     its place. When the consumer stops early (``close()``, an exception, garbage collection)
-    the thread stops before it produces another item. ``depth <= 0``: no thread at all.
+    the thread stops before it produces another item, and closes ``items`` itself (a
+    generator's ``finally`` runs in the producing thread, however the iteration ends).
+    ``depth <= 0``: no thread at all.
     """
     if depth <= 0:
         yield from items
@@ -71,13 +73,18 @@ def prefetch(items: Iterable, depth: int, *, name: str = "sandwatch-prefetch") -
         return False
 
     def work():
+        it = iter(items)
         try:
-            for item in items:
+            for item in it:
                 if not put((None, item)):
                     return
             put((None, end))
         except BaseException as err:  # noqa: BLE001 - handed to the consumer, raised there
             put((err, None))
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
 
     thread = threading.Thread(target=work, name=name, daemon=True)
     thread.start()
