@@ -98,13 +98,15 @@ class Scene:
         """Close the datasets this process opened (the scene stays usable: they reopen on demand)."""
         pid = os.getpid()
         for key in [k for k in self._handles if k[0] == pid]:
-            for ds in reversed(list(self._handles.pop(key).values())):
-                with contextlib.suppress(Exception):
-                    ds.close()
+            self._close_handles(key)
 
     def close_thread(self) -> None:
         """Close the datasets the calling thread opened (a worker thread that is done reading)."""
-        for ds in reversed(list(self._handles.pop((os.getpid(), threading.get_ident()), {}).values())):
+        self._close_handles((os.getpid(), threading.get_ident()))
+
+    def _close_handles(self, key: tuple[int, int]) -> None:
+        # WarpedVRTs were opened after the raw datasets they wrap: close in reverse order
+        for ds in reversed(list(self._handles.pop(key, {}).values())):
             with contextlib.suppress(Exception):
                 ds.close()
 

@@ -334,7 +334,7 @@ def _predict_rasters(pred: Predictor, scene, grid: Grid, paths: dict[str, Path],
         m = default_margin(pred.window, edge) if blend == "cosine" else 0
         rows, _ = select_windows(grid.shape, pred.window, edge, region=region, margin=m, include=include)
         bar = tqdm(total=sum(len(r) for r in rows), unit="win", desc=f"predict {stats.get('name', '')}", leave=False)
-    counts = {"mine": 0, "valid": 0}
+    stats["mine_pixels"] = stats["predicted_pixels"] = 0   # counted by the writing thread
     try:
         with writing_together(
                 StreamingCOGWriter(paths["probability"], out_grid, dtype, probability_nodata(dtype),
@@ -347,8 +347,8 @@ def _predict_rasters(pred: Predictor, scene, grid: Grid, paths: dict[str, Path],
                 pw.write(block, encode_probability(prob, dtype))
                 mask = encode_mask(prob, threshold)
                 mw.write(block, mask)
-                counts["mine"] += int((mask == 1).sum())
-                counts["valid"] += int((mask != MASK_NODATA).sum())
+                stats["mine_pixels"] += int((mask == 1).sum())
+                stats["predicted_pixels"] += int((mask != MASK_NODATA).sum())
 
             # Finished blocks are encoded, compressed and written by one thread while the model
             # predicts the next rows; at most two blocks wait (bounded memory), in order.
@@ -367,6 +367,3 @@ def _predict_rasters(pred: Predictor, scene, grid: Grid, paths: dict[str, Path],
     finally:
         if bar is not None:
             bar.close()
-    n_mine, n_valid = counts["mine"], counts["valid"]
-    stats["mine_pixels"] = n_mine
-    stats["predicted_pixels"] = n_valid

@@ -159,9 +159,6 @@ def writing_together(*writers: StreamingCOGWriter):
         for w in entered:
             w.__exit__(type(err), err, err.__traceback__)
         raise
-    if len(entered) == 1:
-        entered[0].__exit__(None, None, None)
-        return
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(len(entered), thread_name_prefix="sandwatch-cog") as pool:

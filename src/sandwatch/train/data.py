@@ -199,6 +199,7 @@ class TrainWindows(Dataset, _WindowReader):
         epoch, s, k = item
         window, d = self.window_of(epoch, s, k)
         out = self.read_item(s, window, d)
+        del out["valid"]            # already in the weight (0 on nodata); only validation needs it
         out["key"] = np.array([s, k, d], np.int64)
         return {k2: torch.from_numpy(v) for k2, v in out.items()}
 
