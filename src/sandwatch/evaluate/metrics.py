@@ -190,21 +190,17 @@ class PRAccumulator:
             n = len(allv)
             old_inv = np.searchsorted(allv, self._values)
             inv = np.searchsorted(allv, values)
-        new_npos = np.zeros(n, np.int64)
-        new_nneg = np.zeros(n, np.int64)
-        new_npos[old_inv] = self._npos
-        new_nneg[old_inv] = self._nneg
-        new_npos[inv] += npos
-        new_nneg[inv] += nneg
+        def merged(old: np.ndarray, new: np.ndarray) -> np.ndarray:
+            """``old`` counts (at ``old_inv``) plus ``new`` ones (at ``inv``) on the ``allv`` table."""
+            out = np.zeros(n, old.dtype)
+            out[old_inv] = old
+            out[inv] += new
+            return out
+
+        self._npos, self._nneg = merged(self._npos, npos), merged(self._nneg, nneg)
         if self._wpos is not None:
-            new_wpos = np.zeros(n, np.float64)
-            new_wneg = np.zeros(n, np.float64)
-            new_wpos[old_inv] = self._wpos
-            new_wneg[old_inv] = self._wneg
-            new_wpos[inv] += wpos
-            new_wneg[inv] += wneg
-            self._wpos, self._wneg = new_wpos, new_wneg
-        self._values, self._npos, self._nneg = allv, new_npos, new_nneg
+            self._wpos, self._wneg = merged(self._wpos, wpos), merged(self._wneg, wneg)
+        self._values = allv
         if n > self.max_distinct:
             self._fold_into_bins()
 
