@@ -1,10 +1,16 @@
-"""Shared fixtures: paths to the real Sentinel-2 samples beside the project (skip when absent)."""
+"""Shared test helpers: paths to the real Sentinel-2 samples beside the project (skip when
+absent), a UTM grid and a GeoTIFF writer for small synthetic rasters."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+import rasterio
+from affine import Affine
+
+from sandwatch.grid import Grid
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -20,3 +26,23 @@ def shared_path(*parts: str) -> Path:
 @pytest.fixture
 def shared_data():
     return shared_path
+
+
+UTM = "EPSG:32645"
+X0, Y0 = 500_000.0, 2_300_000.0
+
+
+def make_utm_grid(width: int, height: int, res: float = 10.0) -> Grid:
+    """A north-up UTM 45N grid whose top-left corner is (X0, Y0)."""
+    return Grid(UTM, Affine(res, 0, X0, 0, -res, Y0), width, height)
+
+
+def write_tif(path, grid: Grid, data=None, dtype="uint8", descriptions=None):
+    """A GeoTIFF on ``grid`` (zeros when ``data`` is None), band descriptions optional."""
+    data = np.zeros((1, *grid.shape), dtype) if data is None else np.asarray(data, dtype)
+    with rasterio.open(path, "w", driver="GTiff", width=grid.width, height=grid.height, count=data.shape[0],
+                       dtype=dtype, crs=grid.crs, transform=grid.transform) as ds:
+        ds.write(data)
+        for i, d in enumerate(descriptions or []):
+            ds.set_band_description(i + 1, d)
+    return path

@@ -14,7 +14,7 @@ from affine import Affine
 from rasterio.enums import Resampling
 from shapely.geometry import LineString, Polygon, box
 
-from conftest import shared_path
+from conftest import UTM, X0, Y0, make_utm_grid, shared_path, write_tif
 from sandwatch.aoi import (
     aoi_for_observation,
     aoi_from_rivers,
@@ -31,28 +31,14 @@ from sandwatch.errors import SandwatchError
 from sandwatch.grid import Grid, Window
 from sandwatch.labels import iou
 
-UTM = "EPSG:32645"
-X0, Y0 = 500_000.0, 2_300_000.0
-
-
 def utm_grid(width=100, height=80, res=10.0) -> Grid:
-    return Grid(UTM, Affine(res, 0, X0, 0, -res, Y0), width, height)
+    return make_utm_grid(width, height, res)
 
 
 def centres(grid: Grid):
     rows, cols = np.mgrid[0:grid.height, 0:grid.width]
     xs, ys = grid.transform * (cols + 0.5, rows + 0.5)
     return xs, ys
-
-
-def write_tif(path, grid: Grid, data=None, dtype="uint8", descriptions=None):
-    data = np.zeros((1, *grid.shape), dtype) if data is None else np.asarray(data, dtype)
-    with rasterio.open(path, "w", driver="GTiff", width=grid.width, height=grid.height, count=data.shape[0],
-                       dtype=dtype, crs=grid.crs, transform=grid.transform) as ds:
-        ds.write(data)
-        for i, d in enumerate(descriptions or []):
-            ds.set_band_description(i + 1, d)
-    return path
 
 
 # a diagonal river line across the synthetic UTM grid

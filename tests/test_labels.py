@@ -13,7 +13,7 @@ import shapely
 from affine import Affine
 from shapely.geometry import Polygon, box
 
-from conftest import shared_path
+from conftest import UTM, X0, Y0, make_utm_grid, shared_path, write_tif
 from sandwatch.cli.main import main
 from sandwatch.errors import SandwatchError
 from sandwatch.grid import Grid, Window
@@ -27,12 +27,8 @@ from sandwatch.labels import (
     read_polygons,
 )
 
-UTM = "EPSG:32645"
-X0, Y0 = 500_000.0, 2_300_000.0
-
-
 def utm_grid(width=40, height=30, res=10.0) -> Grid:
-    return Grid(UTM, Affine(res, 0, X0, 0, -res, Y0), width, height)
+    return make_utm_grid(width, height, res)
 
 
 def px_box(c0, r0, c1, r1, grid=None) -> Polygon:
@@ -53,16 +49,6 @@ def write_geojson(path, features, crs=None, with_type=True):
     if crs:
         doc["crs"] = {"type": "name", "properties": {"name": crs}}
     path.write_text(json.dumps(doc))
-    return path
-
-
-def write_tif(path, grid: Grid, data=None, dtype="uint8", descriptions=None):
-    data = np.zeros((1, *grid.shape), dtype) if data is None else np.asarray(data, dtype)
-    with rasterio.open(path, "w", driver="GTiff", width=grid.width, height=grid.height, count=data.shape[0],
-                       dtype=dtype, crs=grid.crs, transform=grid.transform) as ds:
-        ds.write(data)
-        for i, d in enumerate(descriptions or []):
-            ds.set_band_description(i + 1, d)
     return path
 
 

@@ -9,13 +9,7 @@ import torch
 
 from sandwatch.models.checkpoint import Checkpoint
 from sandwatch.train.runner import train
-from test_train_run import BANDS, config, sources, unet
-
-
-@pytest.fixture(autouse=True)
-def _restore_determinism():
-    yield
-    torch.use_deterministic_algorithms(False)
+from test_train_run import BANDS, _restore_determinism, config, sources, unet  # noqa: F401 (autouse fixture)
 
 
 @pytest.mark.slow
