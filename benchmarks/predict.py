@@ -82,6 +82,11 @@ def write_rivers(path: Path, size: int) -> Path:
     return path
 
 
+def model_id(arch: str, width: int | None) -> tuple[str, int | None]:
+    """What tells two benchmark models apart: the architecture, and the width of a U-Net."""
+    return arch, (width if arch == "unet" else None)
+
+
 def make_checkpoint(path: Path, arch: str, width: int | None) -> Path:
     import torch
 
@@ -198,7 +203,7 @@ def main() -> None:
     res = None
     for spec in args.overhead_models.split(","):
         o_arch, _, o_width = spec.partition(":")
-        main_model = o_arch == args.arch and (o_arch != "unet" or int(o_width or 0) == args.width)
+        main_model = model_id(o_arch, int(o_width) if o_width else None) == model_id(args.arch, args.width)
         o_ckpt = ckpt if main_model else make_checkpoint(wd / f"{o_arch}-{o_width or 0}.pt", o_arch,
                                                          int(o_width) if o_width else None)
         r = run_child(s_small, o_ckpt, wd / "out-overhead", bare=True, repeat=args.repeat)
