@@ -1,13 +1,18 @@
 """``Checkpoint``: everything ``predict``, ``evaluate`` and ``monitor`` need, in one file.
 
 A checkpoint carries the weights *and* the description of the model: architecture name and
-options, the bands it takes (by name, in order) with their normalisation, the window size
-and the decision threshold. It is stored with :func:`torch.save` as a dict of plain Python
-types and tensors only, so it loads with ``torch.load(weights_only=True)``::
+options, the bands it takes (by name, in order) with their normalisation, the window size,
+the decision threshold and the temperature that calibrates the logits. It is stored with
+:func:`torch.save` as a dict of plain Python types and tensors only, so it loads with
+``torch.load(weights_only=True)``::
 
     {"format": "sandwatch-checkpoint/1", "arch": "unet", "options": {...},
      "bands": ["B02", ...], "normalization": {"low": [...], "high": [...], "clip": true},
-     "window": 160, "threshold": 0.5, "state_dict": {...}, "metadata": {...}}
+     "window": 160, "threshold": 0.5, "temperature": 1.0, "state_dict": {...}, "metadata": {...}}
+
+Probability is ``sigmoid(logit / temperature)``; the mask is ``probability >= threshold``.
+Training fits both on validation data, so every stage that predicts with a checkpoint must
+apply both. Files written before ``temperature`` existed load with 1.0 (plain sigmoid).
 
 A Lightning training checkpoint (``*.ckpt``) written by ``sandwatch train`` holds the same
 dict under the key ``"sandwatch"`` (with its ``state_dict`` taken from the Lightning module's
@@ -16,6 +21,7 @@ dict under the key ``"sandwatch"`` (with its ``state_dict`` taken from the Light
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +44,11 @@ class Checkpoint:
     options: dict[str, Any] = field(default_factory=dict)
     window: int = 160
     threshold: float = 0.5
+    temperature: float = 1.0   #: probability = sigmoid(logit / temperature), fitted on validation data
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.temperature = check_temperature(self.temperature, "checkpoint")
 
     @property
     def bands(self) -> tuple[str, ...]:
@@ -53,6 +63,7 @@ class Checkpoint:
             "normalization": self.band_spec.normalization.to_dict(),
             "window": int(self.window),
             "threshold": float(self.threshold),
+            "temperature": float(self.temperature),
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict.items()},
             "metadata": dict(self.metadata),
         }
@@ -69,12 +80,15 @@ class Checkpoint:
             options=dict(d.get("options") or {}),
             window=int(d.get("window", 160)),
             threshold=float(d.get("threshold", 0.5)),
+            # before the file-less check of __post_init__, so the message names the file
+            temperature=check_temperature(d.get("temperature", 1.0), source),
             metadata=dict(d.get("metadata") or {}),
         )
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, *, window: int | None = None, threshold: float = 0.5,
-                   band_spec: BandSpec | None = None, metadata: dict[str, Any] | None = None) -> "Checkpoint":
+                   temperature: float = 1.0, band_spec: BandSpec | None = None,
+                   metadata: dict[str, Any] | None = None) -> "Checkpoint":
         """A checkpoint describing ``model`` as built by :func:`sandwatch.models.build_model`
         (its ``arch``, ``options`` and ``band_spec``); ``band_spec`` overrides the normalisation
         (e.g. statistics measured on the training scenes), ``window`` defaults to the registry's."""
@@ -89,7 +103,7 @@ class Checkpoint:
                    state_dict={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                    options=dict(getattr(model, "options", {}) or {}),
                    window=check_window(spec.name, window or spec.default_window),
-                   threshold=float(threshold), metadata=dict(metadata or {}))
+                   threshold=float(threshold), temperature=temperature, metadata=dict(metadata or {}))
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically (temporary name, then rename)."""
@@ -131,3 +145,17 @@ class Checkpoint:
     def normalize(self, x):
         """Reflectance (C, H, W) or (N, C, H, W), bands in :attr:`bands` order -> model input."""
         return self.band_spec.normalization(x)
+
+
+def check_temperature(value: Any, source: object = "checkpoint") -> float:
+    """``value`` as a float when it is a usable temperature (finite, > 0), else a one-line
+    :class:`SandwatchError` naming ``source``: logits are divided by it, so 0, a negative or
+    a NaN would silently turn every probability into 0, 0.5 or 1."""
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        t = math.nan
+    if not math.isfinite(t) or t <= 0:
+        raise SandwatchError.about(source, f"field 'temperature' is {value!r}, not a positive finite number",
+                                   "re-export the checkpoint with a temperature > 0 (1.0 = no calibration)")
+    return t
