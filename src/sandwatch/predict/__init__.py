@@ -7,16 +7,18 @@
     result.paths["probability"]   # maps/scene.prob.tif (COG)
 
 See :func:`predict_scene` for the outputs, :func:`tiled_inference` for the stitching and
-:func:`window_grid` for the window arithmetic.
+:func:`window_grid` for the window arithmetic; ``tta=True`` averages over the 8
+rotations/flips (:mod:`sandwatch.predict.tta`).
 """
 
 from sandwatch.predict.core import (
     OUTPUTS, PredictionResult, Predictor, TorchForward, aoi_filter, as_predictor, output_paths, predict_scene,
-    resolve_aoi, scene_name,
+    resolve_aoi, scene_name, with_tta,
 )
 from sandwatch.predict.distributed import band_regions, predict_scenes, submit_scene_bands, unique_names
 from sandwatch.predict.polygons import polygonize, write_polygons
 from sandwatch.predict.tiling import select_windows, tiled_inference
+from sandwatch.predict.tta import D4, d4_apply, d4_invert, tta_numpy
 from sandwatch.predict.windows import (
     blend_weights, check_window_edge, default_margin, reflect_indices, reflect_read, taper_1d, window_grid,
     window_rows,
@@ -26,6 +28,7 @@ from sandwatch.predict.writer import (
 )
 
 __all__ = [
+    "D4", "d4_apply", "d4_invert", "tta_numpy", "with_tta",
     "OUTPUTS", "PredictionResult", "Predictor", "StreamingCOGWriter", "TorchForward", "aoi_filter", "as_predictor",
     "band_regions", "submit_scene_bands",
     "blend_weights", "check_window_edge", "decode_probability", "default_margin", "encode_mask",

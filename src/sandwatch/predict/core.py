@@ -22,6 +22,7 @@ from sandwatch.errors import SandwatchError
 from sandwatch.grid import Grid, Window
 from sandwatch.predict.polygons import polygonize, write_polygons
 from sandwatch.predict.tiling import BLENDS, tiled_inference
+from sandwatch.predict.tta import D4, tta_numpy
 from sandwatch.predict.windows import check_window_edge
 from sandwatch.predict.writer import (
     MASK_NODATA, PROB_DTYPES, UINT8_SCALE, StreamingCOGWriter, encode_mask, encode_probability, probability_nodata,
@@ -39,24 +40,34 @@ OUTPUTS = {
 
 # ---- the model as a batch function ------------------------------------------------------------
 class TorchForward:
-    """Batch (N, C, H, W) -> probabilities (N, H, W), timing the forward passes.
+    """Batch (N, C, H, W) -> probabilities ``sigmoid(logits / temperature)`` (N, H, W), timing
+    the forward passes.
 
     The batch goes through ``normalize`` first when one is given (None: the batch is model
-    input already, as :class:`Predictor` arranges it)."""
+    input already, as :class:`Predictor` arranges it). ``temperature`` is the checkpoint's
+    calibration (1.0: plain sigmoid). Calling the object predicts as is; :meth:`predict` with
+    ``tta=True`` averages the 8 orientations of :data:`~sandwatch.predict.tta.D4`, all on the
+    device (one model built once serves TTA and plain runs)."""
 
     def __init__(self, model, normalize: Callable[[np.ndarray], np.ndarray] | None = None, device=None,
-                 bf16: bool = False):
+                 bf16: bool = False, temperature: float = 1.0):
         import torch
+
+        from sandwatch.models.checkpoint import check_temperature
 
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
         self.normalize = normalize
         self.bf16 = bool(bf16)
+        self.temperature = check_temperature(temperature, "temperature")
         self.seconds = 0.0
         self.calls = 0
         self.batch_sizes: list[int] = []
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.predict(batch)
+
+    def predict(self, batch: np.ndarray, *, tta: bool = False) -> np.ndarray:
         import torch
 
         if self.normalize is not None:
@@ -64,12 +75,43 @@ class TorchForward:
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
         t0 = time.perf_counter()
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            logits = self.model(x)
-        prob = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+            if not tta:
+                prob = self._prob(self.model(x))
+            else:
+                if x.shape[-1] != x.shape[-2]:
+                    raise ValueError(f"test-time augmentation needs square windows, got {tuple(x.shape[-2:])}")
+                prob = None
+                # One orientation at a time: memory stays that of one batch. Same order and
+                # float32 sum as tta_numpy, so both give the same mean.
+                for k, flip in D4:
+                    xt = x.flip(-1) if flip else x
+                    p = self._prob(self.model(torch.rot90(xt, k, dims=(-2, -1)).contiguous()))
+                    p = torch.rot90(p, -k, dims=(-2, -1))
+                    p = p.flip(-1) if flip else p
+                    prob = p if prob is None else prob + p
+                prob = prob / float(len(D4))
+        out = prob.cpu().numpy()
         self.seconds += time.perf_counter() - t0
         self.calls += 1
         self.batch_sizes.append(int(x.shape[0]))
-        return prob
+        return out
+
+    def _prob(self, logits):
+        """(N, 1, H, W) logits -> (N, H, W) float32 probabilities at the temperature."""
+        import torch
+
+        logits = logits.float()[:, 0]
+        return torch.sigmoid(logits if self.temperature == 1.0 else logits / self.temperature)
+
+
+def with_tta(forward: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """``forward`` averaged over the 8 rotations/flips of :data:`~sandwatch.predict.tta.D4`.
+
+    A :class:`TorchForward` runs the 8 passes in torch on its device; any other batch function
+    (hand-built :class:`Predictor`) is wrapped with :func:`~sandwatch.predict.tta.tta_numpy`."""
+    if isinstance(forward, TorchForward):
+        return lambda batch: forward.predict(batch, tta=True)
+    return tta_numpy(forward)
 
 
 @dataclass
@@ -79,7 +121,11 @@ class Predictor:
     (tests, custom models): ``forward`` maps (N, C, window, window) in ``bands`` order to
     probabilities (N, window, window). Its input is reflectance, passed through ``normalize``
     first when one is given; normalising happens in the thread that reads the scene, so it
-    overlaps the model's work."""
+    overlaps the model's work.
+
+    ``temperature`` is the calibration ``forward`` already applies (probability =
+    sigmoid(logit / temperature)); it is only recorded in the outputs' tags. ``from_checkpoint``
+    takes it from the checkpoint and builds a ``forward`` that applies it."""
 
     forward: Callable[[np.ndarray], np.ndarray]
     bands: tuple[str, ...]
@@ -87,6 +133,7 @@ class Predictor:
     threshold: float = 0.5
     name: str = "model"
     normalize: Callable[[np.ndarray], np.ndarray] | None = None
+    temperature: float = 1.0
 
     @classmethod
     def from_checkpoint(cls, checkpoint, *, device=None, bf16: bool = False) -> "Predictor":
@@ -94,9 +141,9 @@ class Predictor:
 
         ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.load(checkpoint)
         model = ckpt.build_model("cpu")
-        fwd = TorchForward(model, device=device, bf16=bf16)
+        fwd = TorchForward(model, device=device, bf16=bf16, temperature=ckpt.temperature)
         return cls(fwd, tuple(ckpt.bands), int(ckpt.window), float(ckpt.threshold), name=ckpt.arch,
-                   normalize=ckpt.normalize)
+                   normalize=ckpt.normalize, temperature=float(ckpt.temperature))
 
 
 def as_predictor(checkpoint, *, device=None, bf16: bool = False) -> Predictor:
@@ -215,7 +262,7 @@ def predict_scene(checkpoint, scene, out_dir: str | os.PathLike, *, edge: int = 
                   threshold: float | None = None, batch_size: int = 8, blend: str = "none",
                   dtype: str = "uint8", overwrite: bool = False, device=None, bf16: bool = False,
                   progress: bool = True, name: str | None = None, aoi_buffer_m: float = 1000.0,
-                  strip_windows: int = 8, gdal_cache_mb: int | None = 32) -> PredictionResult:
+                  strip_windows: int = 8, gdal_cache_mb: int | None = 32, tta: bool = False) -> PredictionResult:
     """Map mining probability on one scene with a checkpoint.
 
     Windows of the checkpoint's size slide over the scene with ``edge`` pixels discarded on
@@ -225,6 +272,12 @@ def predict_scene(checkpoint, scene, out_dir: str | os.PathLike, *, edge: int = 
     written atomically: ``NAME.prob.tif`` (COG, uint8 ``1 + 254 p`` with nodata 0, or float32
     with nodata NaN), ``NAME.mask.tif`` (COG, 1 mine / 0 not / 255 nodata at ``threshold``),
     ``NAME.polygons.gpkg`` (scene CRS) and ``NAME.polygons.geojson`` (EPSG:4326).
+    Probabilities are those of the checkpoint's temperature, and ``threshold`` (None) is the
+    checkpoint's, both fitted on validation data; both are recorded in the COG tags.
+
+    ``tta``: test-time augmentation, every batch of windows predicted in the 8 rotations/flips
+    of :data:`~sandwatch.predict.tta.D4` and the 8 probabilities averaged (8x the forward
+    time; see :func:`with_tta`).
 
     Existing outputs are kept and the scene skipped unless ``overwrite``; when only the
     polygons are missing (a run killed while polygonising) they are made from the rasters.
@@ -246,11 +299,11 @@ def predict_scene(checkpoint, scene, out_dir: str | os.PathLike, *, edge: int = 
         return _predict_scene(checkpoint, scene, out_dir, edge=edge, aoi=aoi, threshold=threshold,
                               batch_size=batch_size, blend=blend, dtype=dtype, overwrite=overwrite, device=device,
                               bf16=bf16, progress=progress, name=name, aoi_buffer_m=aoi_buffer_m,
-                              strip_windows=strip_windows)
+                              strip_windows=strip_windows, tta=tta)
 
 
 def _predict_scene(checkpoint, scene, out_dir, *, edge, aoi, threshold, batch_size, blend, dtype, overwrite, device,
-                   bf16, progress, name, aoi_buffer_m, strip_windows) -> PredictionResult:
+                   bf16, progress, name, aoi_buffer_m, strip_windows, tta) -> PredictionResult:
     if dtype not in PROB_DTYPES:
         raise SandwatchError.about("--dtype", f"unknown probability type {dtype!r}", f"use one of {', '.join(PROB_DTYPES)}")
     if blend not in BLENDS:
@@ -283,8 +336,10 @@ def _predict_scene(checkpoint, scene, out_dir, *, edge, aoi, threshold, batch_si
             stats["aoi_fraction"] = _aoi_fraction(geom, grid)
         _predict_rasters(pred, scene_obj, grid, paths, edge=edge, include=aoi_filter(geom, grid), threshold=thr,
                          batch_size=batch_size, blend=blend, dtype=dtype, progress=progress, stats=stats,
-                         date=date, strip_windows=strip_windows)
+                         date=date, strip_windows=strip_windows, tta=tta)
         stats["threshold"] = thr
+        stats["temperature"] = float(pred.temperature)
+        stats["tta"] = bool(tta)
         fwd = pred.forward
         if isinstance(fwd, TorchForward):
             stats["forward_seconds"] = fwd.seconds
@@ -307,21 +362,24 @@ def _aoi_fraction(geom, grid: Grid) -> float:
 def _predict_rasters(pred: Predictor, scene, grid: Grid, paths: dict[str, Path], *, edge: int, include,
                      threshold: float, batch_size: int, blend: str, dtype: str, progress: bool, stats: dict,
                      date: dt.date | None, strip_windows: int, region: Window | None = None,
-                     cog: bool = True) -> None:
+                     cog: bool = True, tta: bool = False) -> None:
     """Predict ``region`` (default: all) of the scene into ``paths["probability"]`` and
-    ``paths["mask"]``: COGs of the whole grid, or (``cog=False``) tiled GeoTIFFs of the region."""
+    ``paths["mask"]``: COGs of the whole grid, or (``cog=False``) tiled GeoTIFFs of the region.
+    ``tta``: average each batch over D4 (:func:`with_tta`)."""
     bands = tuple(pred.bands)
     out_grid = grid if region is None else grid.window_grid(region)
     r0, c0 = (0, 0) if region is None else (region.row, region.col)
 
     normalize = pred.normalize
+    forward = with_tta(pred.forward) if tta else pred.forward
 
     def read(w: Window):   # runs in tiled_inference's reading thread
         data, valid = scene.read(w, bands=bands)
         return (data if normalize is None else normalize(data)), valid
 
     tags = {"sandwatch_model": pred.name, "sandwatch_edge": edge, "sandwatch_blend": blend,
-            "sandwatch_threshold": threshold, "sandwatch_window": pred.window,
+            "sandwatch_threshold": threshold, "sandwatch_temperature": float(pred.temperature),
+            "sandwatch_tta": "d4" if tta else "none", "sandwatch_window": pred.window,
             "sandwatch_scene": str(getattr(scene, "source", "")), "sandwatch_date": date.isoformat() if date else ""}
     prob_kw = dict(scale=UINT8_SCALE, offset=-UINT8_SCALE) if dtype == "uint8" else {}
     from tqdm.auto import tqdm
@@ -354,7 +412,7 @@ def _predict_rasters(pred: Predictor, scene, grid: Grid, paths: dict[str, Path],
             # predicts the next rows; at most two blocks wait (bounded memory), in order.
             with ThreadPoolExecutor(1, thread_name_prefix="sandwatch-write") as pool:
                 waiting: deque = deque()
-                for block, prob in tiled_inference(pred.forward, read, grid.shape, pred.window, edge, region=region,
+                for block, prob in tiled_inference(forward, read, grid.shape, pred.window, edge, region=region,
                                                    blend=blend, batch_size=batch_size, include=include,
                                                    strip_windows=strip_windows, stats=stats,
                                                    progress=bar.update if bar is not None else None,

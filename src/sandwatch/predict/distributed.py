@@ -63,10 +63,11 @@ def _task(checkpoint, scene, out_dir, name, kwargs) -> PredictionResult:
 
 
 def predict_scenes(checkpoint, scenes: Sequence, out_dir: str | os.PathLike, *, scheduler=None,
-                   band_rows: int | None = None, **kwargs) -> list[PredictionResult]:
-    """Predict many scenes (see the module doc for ``scheduler`` and ``band_rows``); other
-    keywords go to :func:`~sandwatch.predict.predict_scene`. Results come back in the order
-    of ``scenes``."""
+                   band_rows: int | None = None, tta: bool = False, **kwargs) -> list[PredictionResult]:
+    """Predict many scenes (see the module doc for ``scheduler`` and ``band_rows``); ``tta``
+    and other keywords go to :func:`~sandwatch.predict.predict_scene`. Results come back in
+    the order of ``scenes``."""
+    kwargs["tta"] = bool(tta)
     scenes = list(scenes)
     names = unique_names(scenes)
     if scheduler is None or scheduler == "local":
@@ -109,14 +110,14 @@ def band_regions(grid_shape: tuple[int, int], window: int, edge: int, band_rows:
     return [Window(r, 0, min(step, height - r), width) for r in range(0, height, step)]
 
 
-def _meta(checkpoint) -> tuple[int, float]:
-    """(window, threshold) of a Predictor, Checkpoint or checkpoint path."""
+def _meta(checkpoint) -> tuple[int, float, float]:
+    """(window, threshold, temperature) of a Predictor, Checkpoint or checkpoint path."""
     if isinstance(checkpoint, Predictor):
-        return checkpoint.window, checkpoint.threshold
+        return checkpoint.window, checkpoint.threshold, checkpoint.temperature
     from sandwatch.models.checkpoint import Checkpoint
 
     ck = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.load(checkpoint)
-    return ck.window, ck.threshold
+    return ck.window, ck.threshold, ck.temperature
 
 
 def _gdal_env(opts: dict):
@@ -146,7 +147,7 @@ def _band_task_inner(checkpoint, scene, region: Window, part: dict, opts: dict) 
                      include=aoi_filter(opts["aoi"], scene_obj.grid), threshold=opts["threshold"],
                      batch_size=opts["batch_size"], blend=opts["blend"], dtype=opts["dtype"], progress=False,
                      stats=stats, date=getattr(scene_obj, "date", None), strip_windows=opts["strip_windows"],
-                     region=region, cog=False)
+                     region=region, cog=False, tta=opts.get("tta", False))
     return stats
 
 
@@ -189,7 +190,8 @@ def _assemble_inner(grid: Grid, regions: list[Window], parts: list[dict], paths:
              "skipped_windows": sum(s.get("skipped_windows", 0) for s in band_stats),
              "mine_pixels": sum(s.get("mine_pixels", 0) for s in band_stats),
              "reused_bands": sum(s.get("reused", 0) for s in band_stats),
-             "pixels": grid.width * grid.height, "threshold": opts["threshold"]}
+             "pixels": grid.width * grid.height, "threshold": opts["threshold"],
+             "temperature": opts.get("temperature", 1.0), "tta": bool(opts.get("tta"))}
     return PredictionResult({k: Path(v) for k, v in paths.items()}, stats)
 
 
@@ -197,7 +199,7 @@ def submit_scene_bands(client, checkpoint, scene, out_dir, *, name: str | None =
                        edge: int = 30, aoi=None, threshold: float | None = None, batch_size: int = 8,
                        blend: str = "none", dtype: str = "uint8", overwrite: bool = False, device=None,
                        bf16: bool = False, progress: bool = False, aoi_buffer_m: float = 1000.0,
-                       strip_windows: int = 8, gdal_cache_mb: int | None = 32):
+                       strip_windows: int = 8, gdal_cache_mb: int | None = 32, tta: bool = False):
     """Submit one scene as row-band tasks plus a stitching task; returns the future of its
     :class:`~sandwatch.predict.PredictionResult` (same outputs as :func:`predict_scene`).
 
@@ -209,7 +211,7 @@ def submit_scene_bands(client, checkpoint, scene, out_dir, *, name: str | None =
     paths = output_paths(out_dir, name)
     if not overwrite and all(p.exists() for p in paths.values()):
         return client.submit(lambda: PredictionResult(paths, {"name": name, "skipped": True}), pure=False)
-    window, ck_threshold = _meta(checkpoint)
+    window, ck_threshold, temperature = _meta(checkpoint)
     grid = scene_obj.grid
     regions = band_regions(grid.shape, window, edge, band_rows)
     part_dir = Path(out_dir) / f".{name}.parts"
@@ -219,7 +221,8 @@ def submit_scene_bands(client, checkpoint, scene, out_dir, *, name: str | None =
     geom = resolve_aoi(aoi, scene_obj, buffer_m=aoi_buffer_m)
     opts = {"edge": edge, "aoi": geom, "threshold": ck_threshold if threshold is None else float(threshold),
             "batch_size": batch_size, "blend": blend, "dtype": dtype, "device": device, "bf16": bf16,
-            "strip_windows": strip_windows, "gdal_cache_mb": gdal_cache_mb}
+            "strip_windows": strip_windows, "gdal_cache_mb": gdal_cache_mb, "tta": bool(tta),
+            "temperature": float(temperature)}
     parts = [{"probability": str(part_dir / f"rows{r.row:06d}-{r.row_stop:06d}.prob.tif"),
               "mask": str(part_dir / f"rows{r.row:06d}-{r.row_stop:06d}.mask.tif")} for r in regions]
     scene_arg = str(scene) if isinstance(scene, os.PathLike) else scene
