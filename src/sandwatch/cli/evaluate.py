@@ -27,13 +27,16 @@ import click
 @click.option("--threshold", default=0.5, show_default=True, type=float, help="Decision threshold for P/R/F1.")
 @click.option("--edge", default=30, show_default=True, type=int,
               help="With --checkpoint: pixels discarded at each window edge when predicting (published: 30).")
+@click.option("--tta", is_flag=True,
+              help="With --checkpoint: test-time augmentation, every window predicted in its 8 rotations/flips "
+                   "and the probabilities averaged. Costs 8x the forward time.")
 @click.option("--name", "names", multiple=True, help="Model names for the comparison table (repeatable): checkpoints first, then prediction folders. "
                    "Default: the checkpoint's file stem or the folder's name.")
 @click.option("--no-overlays", is_flag=True, help="Skip the per-scene pictures (faster).")
 @click.option("--all-touched/--centre-inside", default=True, show_default=True,
               help="Label rule: every pixel a polygon touches (as `sandwatch labels`), or pixel centres inside.")
-def evaluate(manifest, predictions, checkpoints, split, out_dir, border, low_confidence, threshold, edge, names,
-             no_overlays, all_touched):
+def evaluate(manifest, predictions, checkpoints, split, out_dir, border, low_confidence, threshold, edge, tta,
+             names, no_overlays, all_touched):
     """Score probability maps against the labels of a manifest split and write a report.
 
     Metrics are pixel-wise and exact: average precision (equal to scikit-learn's on pixels
@@ -60,7 +63,7 @@ def evaluate(manifest, predictions, checkpoints, split, out_dir, border, low_con
         name = names.pop(0) if names else ckpt.stem
         pred_dir = out_dir / "predictions" / name
         click.echo(f"predicting with {ckpt} into {pred_dir}")
-        found, n_params, arch = predict_split(ckpt, manifest, pred_dir, split=split_arg, edge=edge)
+        found, n_params, arch = predict_split(ckpt, manifest, pred_dir, split=split_arg, edge=edge, tta=tta)
         results.append(evaluate_predictions(manifest, found, split=split_arg, config=config, name=name,
                                             source=str(ckpt), parameters=n_params))
     for pdir in predictions:

@@ -71,10 +71,13 @@ class _MonitorGroup(click.Group):
               help="auto: SCL for L2A, the L1C test for L1C, none otherwise.")
 @click.option("--edge", type=int, default=30, show_default=True, help="Pixels discarded at each window side.")
 @click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
+@click.option("--tta", is_flag=True,
+              help="Test-time augmentation: predict every window in its 8 rotations/flips, turn the outputs back "
+                   "and average the probabilities. Costs 8x the forward time.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def monitor(ctx, checkpoint, site, aoi, scenes, out_dir, db, k, min_area_ha, min_valid, threshold, aoi_buffer,
-            cloud_test, edge, device, quiet):
+            cloud_test, edge, device, tta, quiet):
     if ctx.invoked_subcommand is not None:
         return
     missing = [name for name, v in (("--checkpoint", checkpoint), ("--site", site), ("--aoi", aoi),
@@ -93,7 +96,7 @@ def monitor(ctx, checkpoint, site, aoi, scenes, out_dir, db, k, min_area_ha, min
     except ValueError as err:
         raise SandwatchError.about("sandwatch monitor", str(err), "check --k, --min-area-ha and --min-valid") from None
     config = MonitorConfig(alerts=alerts, threshold=threshold, aoi_buffer_m=aoi_buffer, edge=edge,
-                           cloud_test=cloud_test)
+                           cloud_test=cloud_test, tta=tta)
     ckpt = Checkpoint.load(checkpoint)
     res = monitor_site(ckpt, site, aoi, list(scenes), out_dir, db=db, config=config, progress=not quiet, device=device)
     n_gaps = sum(1 for o in res.series if o["gap"])

@@ -11,8 +11,9 @@ HELP = """Map mining probability on new scenes with a trained checkpoint.
 \b
 Windows of the checkpoint's size slide over each scene; EDGE pixels on each side of
 a window are discarded (default 30: 160 px windows step by 100 px, as published),
-scene borders are mirrored for context. Bands, normalisation and window come from
-the checkpoint. Per scene, in OUT_DIR (NAME = the scene's file or folder name):
+scene borders are mirrored for context. Bands, normalisation, window, probability
+calibration (temperature) and mask threshold come from the checkpoint (the last two
+fitted on validation data). Per scene, in OUT_DIR (NAME = the scene's file or folder name):
   NAME.prob.tif          probability COG: uint8 1 + 254 p, nodata 0 (or --dtype float32)
   NAME.mask.tif          mining mask COG at the threshold: 1 mine, 0 not, 255 nodata
   NAME.polygons.gpkg     mining polygons in the scene CRS (area_m2, mean/max prob, date)
@@ -51,10 +52,13 @@ Examples:
               help="With --scheduler ADDRESS: also split each scene into row bands of about N rows, one task each.")
 @click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
 @click.option("--bf16", is_flag=True, help="Run the model in bfloat16 autocast.")
+@click.option("--tta", is_flag=True,
+              help="Test-time augmentation: predict every window in its 8 rotations/flips, turn the outputs back "
+                   "and average the probabilities. Costs 8x the forward time.")
 @click.option("--overwrite", is_flag=True, help="Recompute scenes whose outputs exist.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def predict(checkpoint, scenes, out_dir, edge, aoi, aoi_buffer, threshold, batch_size, blend, dtype, scheduler,
-            band_rows, device, bf16, overwrite, quiet):
+            band_rows, device, bf16, tta, overwrite, quiet):
     from sandwatch.models.checkpoint import Checkpoint
     from sandwatch.predict import predict_scenes
 
@@ -63,7 +67,7 @@ def predict(checkpoint, scenes, out_dir, edge, aoi, aoi_buffer, threshold, batch
     results = predict_scenes(ckpt, list(scenes), out_dir, scheduler=None if scheduler == "local" else scheduler,
                              edge=edge, aoi=aoi_arg, aoi_buffer_m=aoi_buffer, threshold=threshold,
                              batch_size=batch_size, blend=blend, dtype=dtype, overwrite=overwrite, device=device,
-                             bf16=bf16, progress=not quiet, band_rows=band_rows)
+                             bf16=bf16, tta=tta, progress=not quiet, band_rows=band_rows)
     for res in results:
         s = res.stats
         if res.skipped:
@@ -72,5 +76,7 @@ def predict(checkpoint, scenes, out_dir, edge, aoi, aoi_buffer, threshold, batch
         extra = f", {s['windows']} windows" if s.get("windows") else ""
         if s.get("skipped_windows"):
             extra += f" ({s['skipped_windows']} outside the AOI skipped)"
+        if s.get("tta"):
+            extra += ", 8x TTA"
         click.echo(f"{s['name']}: {s['polygons']} mining polygons, {s['mine_area_m2'] / 1e4:.2f} ha{extra}, "
                    f"{s['seconds']:.1f} s -> {res.paths['probability'].parent}")

@@ -398,9 +398,13 @@ def count_parameters(state_dict: Mapping) -> int:
 
 
 def predict_split(checkpoint, manifest, out_dir: str | os.PathLike, *, split: str | None = "val",
-                  edge: int = 30, aoi=None, progress: bool = True,
+                  edge: int = 30, aoi=None, progress: bool = True, tta: bool = False,
                   **predict_options) -> tuple[dict[str, Path], int | None, str]:
     """Run :func:`sandwatch.predict.predict_scene` for each observation of the split.
+
+    The maps are the checkpoint's calibrated probabilities (its temperature) and the masks are
+    at its threshold, as ``sandwatch predict`` makes them. ``tta``: average each window over
+    the 8 rotations/flips (8x the forward time).
 
     ``checkpoint``: a path, a :class:`~sandwatch.models.checkpoint.Checkpoint` or a
     ``sandwatch.predict.Predictor``. Maps go to ``out_dir/<observation id>.prob.tif`` (the
@@ -432,6 +436,6 @@ def predict_split(checkpoint, manifest, out_dir: str | os.PathLike, *, split: st
     for obs in tqdm(observations, desc="predict", unit="scene", disable=not progress):
         scene = open_scene(obs.scene, bands=obs.bands)
         result = predict_scene(predictor, scene, out_dir, edge=edge, aoi=aoi, name=obs.id, progress=progress,
-                               **predict_options)
+                               tta=tta, **predict_options)
         found[obs.id] = Path(result.paths["probability"])
     return found, n_params, arch

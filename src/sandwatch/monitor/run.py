@@ -61,6 +61,7 @@ class MonitorConfig:
     batch_size: int = 8
     cloud_test: str = "auto"             #: auto | scl | l1c | none
     l1c_test: L1CCloudTest = L1CCloudTest()
+    tta: bool = False                    #: average the 8 rotations/flips of each window (8x the forward time)
 
     def __post_init__(self):
         if self.cloud_test not in CLOUD_TESTS:
@@ -159,7 +160,8 @@ def monitor_site(checkpoint, site: str, aoi, scenes: Sequence, out_dir: str | os
     """Monitor one site: see the module docstring.
 
     ``checkpoint``: a Checkpoint, its path, or a :class:`sandwatch.predict.Predictor` (built
-    only when a scene needs predicting). ``aoi``: river vectors (buffered by
+    only when a scene needs predicting; a checkpoint's temperature and, unless
+    ``config.threshold`` is set, its threshold are applied). ``aoi``: river vectors (buffered by
     ``config.aoi_buffer_m``; 0 takes the file's polygons as the AOI) or a shapely geometry in
     the scenes' CRS. ``scenes``: paths/URLs (or Scenes) of the site at any dates, any order,
     all on one grid. ``db``: SQLite path or SQLAlchemy URL (default ``out_dir/history.sqlite``).
@@ -255,7 +257,7 @@ def monitor_site(checkpoint, site: str, aoi, scenes: Sequence, out_dir: str | os
                 name = f"{site}_{date}_{h[:8]}"
                 pred = predict_scene(predictor, scene, dirs["predictions"], edge=config.edge, aoi=geom,
                                      threshold=config.threshold, batch_size=config.batch_size, progress=False,
-                                     name=name)
+                                     name=name, tta=config.tta)
                 mine, observed, method = observe(scene, pred.paths["mask"], window, aoi_mask, config)
                 write_observation_raster(raster, mine, observed, wgrid, date)
                 fig = date_figures(mine, observed, aoi_mask, px_area)
