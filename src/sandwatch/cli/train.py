@@ -11,7 +11,16 @@ import click
               help="Override one setting of the YAML file (dotted key, YAML value); repeatable.")
 @click.option("--resume", is_flag=True, help="Continue the run in run_dir from its last checkpoint (exactly).")
 @click.option("--print-config", is_flag=True, help="Print the resolved config (defaults filled in) and exit.")
-def train(config, overrides, resume, print_config):
+@click.option("--folds", type=click.IntRange(min=2), default=None, metavar="K",
+              help="Cross-validate over K folds of whole geographic clusters, then train the final model "
+                   "on everything (K + 1 trainings; see below).")
+@click.option("--fold-seed", type=int, default=0, show_default=True,
+              help="With --folds: seed that breaks ties when clusters are dealt to folds.")
+@click.option("--score", "score", type=click.Choice(["best", "last"]), default="best", show_default=True,
+              help="With --folds: the checkpoint of each fold that is scored (best: best AP on the held-out "
+                   "fold, a little optimistic; last: the last epoch, the final model's rule).")
+@click.option("--no-final", is_flag=True, help="With --folds: skip the final training on every observation.")
+def train(config, overrides, resume, print_config, folds, fold_seed, score, no_final):
     """Train a model on a dataset manifest, as one YAML CONFIG file says.
 
     Windows of 160 px are drawn with their centre uniformly inside each training scene's river
@@ -37,12 +46,38 @@ def train(config, overrides, resume, print_config):
 
     A frozen encoder (linear probing) turns the feature cache on: a fixed pool of windows
     whose encoder features are computed once (see configs/default.yaml, section cache).
+
+    \b
+    Cross-validation (--folds K): one train/val split of a few images is mostly noise. With
+    --folds every observation of the manifest (whatever its split) is held out exactly once,
+    always with its whole geographic cluster (run `sandwatch dataset split` first: it sets the
+    clusters; K may not exceed their number). Each fold trains with the same settings, then
+    predicts its held-out scenes and scores them exactly (AP, F1 at 0.5, best F1; whole image
+    and inside the AOI). Last, the final model trains on every observation, without validation.
+    It takes K + 1 trainings (each as long as one ordinary run on that many images) plus one
+    prediction of every scene. Output, in run_dir:
+      folds/foldK/          one ordinary run per fold, its manifest.yaml, predictions/, scores.json
+      cv.json, cv.csv       metrics per fold, mean +- std over folds, pooled over all held-out pixels
+      final/checkpoints/best.pt   the model to use (trained on everything)
+    Running the same command again continues: finished folds are kept, a half-trained fold is
+    resumed (no --resume needed); other folds or settings in the same run_dir are refused.
+      sandwatch train configs/cpu.yaml --folds 5 --set run_dir=runs/cv5
     """
     from sandwatch.train.config import load_config
 
     cfg = load_config(config, list(overrides))
     if print_config:
         click.echo(cfg.to_yaml(), nl=False)
+        return
+    if folds is not None:
+        from sandwatch.train.cv import cross_validate, format_cv_table
+
+        cv = cross_validate(cfg, folds, seed=fold_seed, final=not no_final, checkpoint=score,
+                            progress=cfg.trainer.progress_bar, log=lambda text: click.echo(text, err=True))
+        click.echo(format_cv_table(cv))
+        click.echo(f"metrics: {cv.run_dir / 'cv.json'}, {cv.run_dir / 'cv.csv'}")
+        if cv.final is not None:
+            click.echo(f"final model (use this one): {cv.final}")
         return
     from sandwatch.train.runner import train as run
 
