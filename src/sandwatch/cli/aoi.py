@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from sandwatch.labels import grid_like
@@ -42,6 +44,9 @@ def aoi(scene, rivers, aoi_file, buffer_m, index, threshold, min_area_m2, output
 
     if aoi_file and rivers:
         raise click.UsageError("pass either --aoi or --rivers, not both")
+    from sandwatch.io import ensure_writable_dir
+
+    ensure_writable_dir(Path(output).parent, output)   # before the work, not after it
     if aoi_file:
         grid = grid_like(scene)
         geom = require_aoi(aoi_from_file(aoi_file, grid), aoi_file, "no AOI polygon falls on the scene")

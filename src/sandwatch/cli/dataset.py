@@ -119,10 +119,12 @@ def split(manifest, clusters, val_fraction, seed, out):
     """
     from sandwatch.dataset.manifest import load_manifest, save_manifest
     from sandwatch.dataset.split import format_split_table, geographic_split, split_table
+    from sandwatch.io import ensure_writable_dir
 
     m = load_manifest(manifest)
-    result = geographic_split(m, clusters=clusters, val_fraction=val_fraction, seed=seed)
     target = out or manifest
+    ensure_writable_dir(Path(target).resolve().parent, target)
+    result = geographic_split(m, clusters=clusters, val_fraction=val_fraction, seed=seed)
     save_manifest(result, target)
     click.echo(format_split_table(split_table(result)))
     click.echo(f"wrote {target}")

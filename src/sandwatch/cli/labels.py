@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import click
 
@@ -53,6 +54,11 @@ def rasterize(polygons, scene, output, weights_path, low_weight, high_weight, ba
       sandwatch labels rasterize site/annotations.geojson --like site/scene.tif \\
           -o site/mask.tif --weights site/weights.tif --low-weight 0.3
     """
+    from sandwatch.io import ensure_writable_dir
+
+    for out in (output, weights_path):
+        if out:
+            ensure_writable_dir(Path(out).parent, out)   # before the work, not after it
     grid = grid_like(scene)
     weights = ConfidenceWeights(high=high_weight, low=low_weight, background=background_weight)
     with warnings.catch_warnings(record=True) as caught:

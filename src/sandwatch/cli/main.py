@@ -88,6 +88,17 @@ def main(argv: list[str] | None = None) -> int:
     except SandwatchError as err:
         click.echo(f"error: {err}", err=True)
         return 2
+    except OSError as err:
+        # A full or read-only disk met outside sandwatch.io (a stage's own mkdir, a library's
+        # file): still one line naming the file, not a traceback. Other OS errors are bugs.
+        from sandwatch.io import write_error
+
+        target = err.filename or "output"
+        mapped = write_error(target, err) if err.errno is not None else None
+        if mapped is None:
+            raise
+        click.echo(f"error: {mapped}", err=True)
+        return 2
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 130

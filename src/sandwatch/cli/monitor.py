@@ -97,6 +97,11 @@ def monitor(ctx, checkpoint, site, aoi, scenes, out_dir, db, k, min_area_ha, min
         raise SandwatchError.about("sandwatch monitor", str(err), "check --k, --min-area-ha and --min-valid") from None
     config = MonitorConfig(alerts=alerts, threshold=threshold, aoi_buffer_m=aoi_buffer, edge=edge,
                            cloud_test=cloud_test, tta=tta)
+    from sandwatch.io import ensure_writable_dir
+
+    ensure_writable_dir(out_dir)
+    if db is not None and "://" not in str(db):
+        ensure_writable_dir(Path(db).resolve().parent, db)
     ckpt = Checkpoint.load(checkpoint)
     res = monitor_site(ckpt, site, aoi, list(scenes), out_dir, db=db, config=config, progress=not quiet, device=device)
     n_gaps = sum(1 for o in res.series if o["gap"])

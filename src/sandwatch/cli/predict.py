@@ -62,6 +62,10 @@ def predict(checkpoint, scenes, out_dir, edge, aoi, aoi_buffer, threshold, batch
     from sandwatch.models.checkpoint import Checkpoint
     from sandwatch.predict import predict_scenes
 
+    if scheduler == "local":
+        from sandwatch.io import ensure_writable_dir
+
+        ensure_writable_dir(out_dir)   # before loading the model and predicting, not after
     ckpt = Checkpoint.load(checkpoint)
     aoi_arg = aoi if aoi.lower() in ("auto", "none") else Path(aoi)
     results = predict_scenes(ckpt, list(scenes), out_dir, scheduler=None if scheduler == "local" else scheduler,

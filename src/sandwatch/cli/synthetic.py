@@ -30,7 +30,10 @@ def demo_data(out, sites, size, seed, dates):
       sandwatch demo-data demo/ --sites 6 --size 512 --seed 0
       sandwatch dataset split demo/manifest.yaml --clusters 3
     """
+    from sandwatch.io import ensure_writable_dir
     from sandwatch.synthetic import write_demo_data
+
+    ensure_writable_dir(out)
 
     date_list = [d.strip() for d in dates.split(",") if d.strip()] if dates else None
     t0 = time.perf_counter()

@@ -21,6 +21,7 @@ dict under the key ``"sandwatch"`` (with its ``state_dict`` taken from the Light
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 from dataclasses import dataclass, field
@@ -109,7 +110,11 @@ class Checkpoint:
         """Write atomically (temporary name, then rename)."""
         path = Path(path)
         with atomic_output(path) as tmp:
-            torch.save(self.to_dict(), tmp)
+            try:
+                torch.save(self.to_dict(), tmp)
+            except RuntimeError as err:  # torch reports a failed write as "unexpected pos ..."
+                first = (str(err).strip().splitlines() or ["RuntimeError"])[0]
+                raise OSError(errno.EIO, f"torch.save could not write ({first[:120]})", str(tmp)) from err
         return path
 
     @classmethod

@@ -27,8 +27,10 @@ from typing import Any
 from sqlalchemy import (Boolean, Column, Date, DateTime, Float, ForeignKey, Integer, MetaData, String, Table, Text,
                         UniqueConstraint, create_engine, event, select)
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 
 from sandwatch.errors import SandwatchError
+from sandwatch.io import atomic_output, free_bytes, write_error
 
 metadata = MetaData()
 
@@ -127,20 +129,33 @@ class History:
     def __init__(self, db: str | os.PathLike, *, must_exist: bool = False):
         url = database_url(db)
         self.url = url
+        self.path: Path | None = None
         if url.startswith("sqlite:///"):
             path = Path(url[len("sqlite:///"):])
+            self.path = path
             if must_exist and not path.is_file():
                 raise SandwatchError.about(path, "no such history database", "pass the history.sqlite of a monitor run")
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.exists():
+                _create_sqlite(path)   # whole or absent: a failed creation leaves no empty file
         try:
             self.engine: Engine = create_engine(url, future=True)
             if url.startswith("sqlite"):
                 event.listen(self.engine, "connect", _sqlite_pragmas)
             metadata.create_all(self.engine)
         except Exception as err:  # noqa: BLE001 - bad URL / unreachable server / not a database
-            first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-            raise SandwatchError.about(db, f"cannot be opened as a history database ({first})",
-                                       "pass a .sqlite path or a reachable SQLAlchemy URL") from None
+            self._raise(err, db)
+
+    def _raise(self, err: BaseException, db=None):
+        """One line for a failed database operation: disk full / not writable for a local file,
+        else what the database said."""
+        what = self.path if self.path is not None else (db or self.url)
+        if self.path is not None:
+            mapped = write_error(self.path, err, free=free_bytes(self.path.parent))
+            if mapped is not None:
+                raise mapped from None
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise SandwatchError.about(what, f"cannot be opened as a history database ({first})",
+                                   "pass a .sqlite path or a reachable SQLAlchemy URL") from None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -158,11 +173,14 @@ class History:
 
     def add_site(self, name: str, *, crs: str, transform: list[float], width: int, height: int, window: list[int],
                  aoi_wkt: str, latitude: float | None, longitude: float | None) -> SiteRecord:
-        with self.engine.begin() as conn:
-            conn.execute(sites.insert().values(
-                name=name, crs=crs, transform=json.dumps(list(transform)), width=width, height=height,
-                window=json.dumps(list(window)), aoi_wkt=aoi_wkt, latitude=latitude, longitude=longitude,
-                created=_now()))
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(sites.insert().values(
+                    name=name, crs=crs, transform=json.dumps(list(transform)), width=width, height=height,
+                    window=json.dumps(list(window)), aoi_wkt=aoi_wkt, latitude=latitude, longitude=longitude,
+                    created=_now()))
+        except OperationalError as err:
+            self._raise(err)
         return self.site(name)  # type: ignore[return-value]
 
     # ---- observations --------------------------------------------------------------------
@@ -188,6 +206,12 @@ class History:
                     new_alerts: list[dict[str, Any]]) -> tuple[int, int]:
         """In ONE transaction: the observation (unless None or already there) with its
         detections, and the alerts not yet recorded. Returns (observations added, alerts added)."""
+        try:
+            return self._record_date(site_id, observation, polygons, new_alerts)
+        except OperationalError as err:   # disk full / read-only: the transaction is rolled back
+            self._raise(err)
+
+    def _record_date(self, site_id, observation, polygons, new_alerts) -> tuple[int, int]:
         n_obs = n_alerts = 0
         with self.engine.begin() as conn:
             if observation is not None:
@@ -208,6 +232,27 @@ class History:
                     conn.execute(alerts.insert().values(site_id=site_id, created=_now(), **a))
                     n_alerts += 1
         return n_obs, n_alerts
+
+
+def _create_sqlite(path: Path) -> None:
+    """A new SQLite history with its tables, written under a temporary name and renamed: on a
+    full or read-only disk no empty database file is left under the final name."""
+    def check(tmp):
+        import sqlite3
+
+        con = sqlite3.connect(f"file:{tmp}?mode=ro", uri=True)
+        try:
+            if con.execute("PRAGMA quick_check").fetchall() != [("ok",)]:
+                raise OSError("the new database does not read back")
+        finally:
+            con.close()
+
+    with atomic_output(path, verify=check) as tmp:
+        engine = create_engine(f"sqlite:///{tmp}", future=True)
+        try:
+            metadata.create_all(engine)
+        finally:
+            engine.dispose()
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:

@@ -18,14 +18,17 @@ The binary mask is uint8: 1 mine, 0 not mine, 255 nodata.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from pathlib import Path
 
 import numpy as np
 import rasterio
 
+from sandwatch.errors import SandwatchError
 from sandwatch.grid import Grid, Window
-from sandwatch.io import atomic_output, temporary_sibling
+from sandwatch.io import (atomic_output, free_bytes, gdal_failures, make_dirs, remove_quietly, temporary_sibling,
+                          verify_raster, write_error, write_failures)
 
 PROB_DTYPES = ("uint8", "float32")
 MASK_NODATA = 255
@@ -98,7 +101,7 @@ class StreamingCOGWriter:
 
     # ---- context ---------------------------------------------------------------------------
     def __enter__(self) -> "StreamingCOGWriter":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.path.parent, self.path)
         self._stream_path = temporary_sibling(self.path.with_name(self.path.stem + ".stream.tif"))
         profile = dict(
             driver="GTiff", width=self.grid.width, height=self.grid.height, count=1, dtype=self.dtype,
@@ -106,37 +109,81 @@ class StreamingCOGWriter:
             tiled=True, blockxsize=self.blocksize, blockysize=self.blocksize,
             compress="deflate", zlevel=1, predictor=2 if self.dtype == "uint8" else 3, BIGTIFF="IF_SAFER",
         )
-        self._ds = rasterio.open(self._stream_path, "w", **profile)
-        if self.tags:
-            self._ds.update_tags(**{k: str(v) for k, v in self.tags.items()})
-        if self.scale is not None:
-            self._ds.scales = (self.scale,)
-            self._ds.offsets = (self.offset or 0.0,)
-        if self.description:
-            self._ds.set_band_description(1, self.description)
+        try:
+            self._ds = rasterio.open(self._stream_path, "w", **profile)
+            if self.tags:
+                self._ds.update_tags(**{k: str(v) for k, v in self.tags.items()})
+            if self.scale is not None:
+                self._ds.scales = (self.scale,)
+                self._ds.offsets = (self.offset or 0.0,)
+            if self.description:
+                self._ds.set_band_description(1, self.description)
+        except Exception as err:
+            raise self._failed(err) from None
         return self
 
     def write(self, window: Window, block: np.ndarray) -> None:
         """Write ``block`` (``window.shape``, already encoded) at ``window`` of the grid."""
-        self._ds.write(np.asarray(block, dtype=self.dtype)[None], window=window.to_rasterio())
+        try:
+            self._ds.write(np.asarray(block, dtype=self.dtype)[None], window=window.to_rasterio())
+        except Exception as err:
+            raise self._failed(err) from None
+
+    def _failed(self, err: BaseException, messages: tuple[str, ...] = ()) -> BaseException:
+        """The one-line error for a failed write of the stream file (named by the final
+        path), after removing what was written; ``err`` itself when it is not about writing."""
+        free = free_bytes(self.path.parent)
+        self._close_quietly()
+        self._cleanup()
+        mapped = write_error(self.path, err, messages=messages, free=free,
+                             generic=bool(messages) or isinstance(err, OSError) or type(err).__module__.startswith("rasterio"))
+        return mapped if mapped is not None else err
+
+    def _close_quietly(self) -> None:
+        if self._ds is not None:
+            with contextlib.suppress(Exception):
+                self._ds.close()
+            self._ds = None
 
     def __exit__(self, exc_type, exc, tb):
         try:
-            self._ds.close()
-            if exc_type is None:
-                if self.cog:
-                    write_cog(self._stream_path, self.path, resampling=self.resampling)
-                else:   # a plain tiled GeoTIFF (row-band parts): the stream file is the result
+            if exc_type is not None:
+                self._close_quietly()
+                return False
+            gdal: list[str] = []
+            try:
+                # GDAL flushes the last tiles at close and may not say when that fails: collect
+                # what it signals, then read the stream file back before publishing it.
+                with gdal_failures() as gdal:
+                    self._ds.close()
+                self._ds = None
+                failed = write_failures(gdal)
+                if failed:
+                    raise OSError(errno.EIO, f"GDAL: {failed[0]}", str(self._stream_path))
+                try:
+                    verify_raster(self._stream_path)
+                except Exception as err:  # noqa: BLE001 - unreadable = not (fully) written
+                    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                    raise OSError(errno.EIO, f"the written file does not read back ({first[:160]})",
+                                  str(self._stream_path)) from None
+            except SandwatchError:
+                raise
+            except Exception as err:
+                raise self._failed(err, write_failures(gdal)) from None
+            if self.cog:
+                write_cog(self._stream_path, self.path, resampling=self.resampling)
+            else:   # a plain tiled GeoTIFF (row-band parts): the stream file is the result
+                try:
                     os.replace(self._stream_path, self.path)
+                except OSError as err:
+                    raise self._failed(err) from None
         finally:
             self._cleanup()
         return False
 
     def _cleanup(self):
         if self._stream_path is not None:
-            for p in [self._stream_path, *self._stream_path.parent.glob(self._stream_path.name + ".*")]:
-                with contextlib.suppress(FileNotFoundError):
-                    p.unlink()
+            remove_quietly(self._stream_path)
 
 
 @contextlib.contextmanager
