@@ -99,10 +99,10 @@ def monitor(ctx, checkpoint, site, aoi, scenes, out_dir, db, k, min_area_ha, min
                            cloud_test=cloud_test, tta=tta)
     from sandwatch.io import ensure_writable_dir
 
+    ckpt = Checkpoint.load(checkpoint)   # validated: a bad file stops here, before any output
     ensure_writable_dir(out_dir)
     if db is not None and "://" not in str(db):
         ensure_writable_dir(Path(db).resolve().parent, db)
-    ckpt = Checkpoint.load(checkpoint)
     res = monitor_site(ckpt, site, aoi, list(scenes), out_dir, db=db, config=config, progress=not quiet, device=device)
     n_gaps = sum(1 for o in res.series if o["gap"])
     click.echo(f"{site}: {res.added_observations} new date(s), {res.known_observations} already known, "

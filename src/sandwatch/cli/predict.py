@@ -62,11 +62,11 @@ def predict(checkpoint, scenes, out_dir, edge, aoi, aoi_buffer, threshold, batch
     from sandwatch.models.checkpoint import Checkpoint
     from sandwatch.predict import predict_scenes
 
+    ckpt = Checkpoint.load(checkpoint)   # validated: a bad file stops here, before any output
     if scheduler == "local":
         from sandwatch.io import ensure_writable_dir
 
-        ensure_writable_dir(out_dir)   # before loading the model and predicting, not after
-    ckpt = Checkpoint.load(checkpoint)
+        ensure_writable_dir(out_dir)   # before predicting, not after
     aoi_arg = aoi if aoi.lower() in ("auto", "none") else Path(aoi)
     results = predict_scenes(ckpt, list(scenes), out_dir, scheduler=None if scheduler == "local" else scheduler,
                              edge=edge, aoi=aoi_arg, aoi_buffer_m=aoi_buffer, threshold=threshold,

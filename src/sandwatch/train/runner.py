@@ -279,6 +279,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, sources=None, model=None,
     last_ckpt = ckpt_dir / "last.ckpt"
     if resume and not last_ckpt.is_file():
         raise SandwatchError.about(last_ckpt, "no checkpoint to resume from", "train without --resume first")
+    if resume:   # read safely and validated before Lightning loads it: one line, not a traceback
+        from sandwatch.models.checkpoint import check_resume_checkpoint
+
+        check_resume_checkpoint(last_ckpt)
     if not resume and last_ckpt.is_file():
         raise SandwatchError.about(run_dir, "already holds a training run",
                                    "pass --resume to continue it, or choose another run_dir")
@@ -321,7 +325,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, sources=None, model=None,
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*on_train_epoch_end.*")
         try:
-            trainer.fit(module, train_loader, val_loader, ckpt_path=str(last_ckpt) if resume else None)
+            trainer.fit(module, train_loader, val_loader, ckpt_path=str(last_ckpt) if resume else None,
+                        weights_only=True)
         finally:
             if trainer.is_global_zero:
                 finish_logger(logger)
