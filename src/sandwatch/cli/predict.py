@@ -82,5 +82,10 @@ def predict(checkpoint, scenes, out_dir, edge, aoi, aoi_buffer, threshold, batch
             extra += f" ({s['skipped_windows']} outside the AOI skipped)"
         if s.get("tta"):
             extra += ", 8x TTA"
+        if s.get("predicted_pixels") == 0:   # not a clean scene: nothing could be looked at
+            click.echo(f"{s['name']}: NO DATA, not one valid pixel to predict (the scene is all nodata/NaN"
+                       f"{', or outside the AOI' if s.get('aoi_fraction') is not None else ''}); "
+                       f"the maps are empty{extra}, {s['seconds']:.1f} s -> {res.paths['probability'].parent}")
+            continue
         click.echo(f"{s['name']}: {s['polygons']} mining polygons, {s['mine_area_m2'] / 1e4:.2f} ha{extra}, "
                    f"{s['seconds']:.1f} s -> {res.paths['probability'].parent}")

@@ -174,8 +174,9 @@ class Scene:
                 integer = np.issubdtype(np.dtype(reader.dtypes[indexes[0] - 1]), np.integer)
                 for k, ci in enumerate(channels):
                     nodata = files[ci].nodata
-                    # integer sources cannot hold NaN: skip that pass over the pixels
-                    band_bad = np.zeros((h, w), bool) if integer else np.isnan(arr[k])
+                    # integer sources cannot hold NaN or inf: skip that pass over the pixels;
+                    # in float sources +-inf is nodata like NaN (no reflectance is infinite)
+                    band_bad = np.zeros((h, w), bool) if integer else ~np.isfinite(arr[k])
                     if nodata is not None:
                         band_bad |= arr[k] == nodata
                     bad[ci] = band_bad

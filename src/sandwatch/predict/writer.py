@@ -32,6 +32,8 @@ from sandwatch.io import (atomic_output, free_bytes, gdal_failures, make_dirs, r
 
 PROB_DTYPES = ("uint8", "float32")
 MASK_NODATA = 255
+#: ``sandwatch_status`` tag of a map without a single predicted pixel.
+NO_DATA_STATUS = "no data: no valid pixel was predicted (the scene is all nodata/NaN, or outside the AOI)"
 UINT8_SCALE = 1.0 / 254.0
 
 
@@ -98,6 +100,7 @@ class StreamingCOGWriter:
         self.cog = cog
         self._stream_path: Path | None = None
         self._ds = None
+        self.valid_pixels = 0     #: pixels written with data (not nodata), counted as blocks come
 
     # ---- context ---------------------------------------------------------------------------
     def __enter__(self) -> "StreamingCOGWriter":
@@ -124,10 +127,27 @@ class StreamingCOGWriter:
 
     def write(self, window: Window, block: np.ndarray) -> None:
         """Write ``block`` (``window.shape``, already encoded) at ``window`` of the grid."""
+        block = np.asarray(block, dtype=self.dtype)
+        if self.nodata is None:
+            self.valid_pixels += block.size
+        elif isinstance(self.nodata, float) and np.isnan(self.nodata):
+            self.valid_pixels += int(np.count_nonzero(~np.isnan(block)))
+        else:
+            self.valid_pixels += int(np.count_nonzero(block != self.nodata))
         try:
-            self._ds.write(np.asarray(block, dtype=self.dtype)[None], window=window.to_rasterio())
+            self._ds.write(block[None], window=window.to_rasterio())
         except Exception as err:
             raise self._failed(err) from None
+
+    def data_tags(self) -> dict[str, str]:
+        """Tags saying how much of the raster holds data: ``sandwatch_valid_fraction`` and
+        ``sandwatch_status`` (``no data`` when not one pixel was predicted, e.g. a scene that is
+        all nodata or NaN: such a map must not read like a clean scene without mining)."""
+        total = self.grid.width * self.grid.height
+        frac = self.valid_pixels / total if total else 0.0
+        status = NO_DATA_STATUS if self.valid_pixels == 0 else "ok"
+        return {"sandwatch_valid_pixels": str(self.valid_pixels), "sandwatch_valid_fraction": f"{frac:.6f}",
+                "sandwatch_status": status}
 
     def _failed(self, err: BaseException, messages: tuple[str, ...] = ()) -> BaseException:
         """The one-line error for a failed write of the stream file (named by the final
@@ -155,6 +175,7 @@ class StreamingCOGWriter:
                 # GDAL flushes the last tiles at close and may not say when that fails: collect
                 # what it signals, then read the stream file back before publishing it.
                 with gdal_failures() as gdal:
+                    self._ds.update_tags(**self.data_tags())
                     self._ds.close()
                 self._ds = None
                 failed = write_failures(gdal)
