@@ -6,6 +6,8 @@ and what to do about it. The CLI prints it without a traceback and exits with st
 
 from __future__ import annotations
 
+import os
+import warnings
 from os import PathLike
 
 
@@ -26,3 +28,29 @@ class SandwatchError(Exception):
     def about(cls, what: str | PathLike | None, problem: str, fix: str | None = None) -> "SandwatchError":
         head = f"{what}: {problem}" if what is not None else problem
         return cls(f"{head}; {fix}" if fix else head)
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+def warn_once(key: str, source: object, message: str, category: type[Warning] = UserWarning,
+              stacklevel: int = 3) -> bool:
+    """Warn about a file once per run, not once per read (a label file is read by every
+    DataLoader worker of every epoch). ``source`` that is not a path warns every time. The CLI
+    starts each command with :func:`forget_warnings`; a library user's run is the process.
+    Returns whether it warned."""
+    if isinstance(source, (str, PathLike)):
+        try:
+            name = os.path.realpath(os.fspath(source))
+        except (TypeError, ValueError, OSError):
+            name = str(source)
+        if (key, name) in _warned:
+            return False
+        _warned.add((key, name))
+    warnings.warn(message, category, stacklevel=stacklevel + 1)
+    return True
+
+
+def forget_warnings() -> None:
+    """Start a new run: every file may be warned about once again."""
+    _warned.clear()

@@ -33,7 +33,9 @@ from tqdm import tqdm
 from sandwatch.errors import SandwatchError
 from sandwatch.grid import Grid, Window
 from sandwatch.labels.vectors import (
+    adopt_grid_crs,
     clip_to_grid,
+    crs_unknown,
     grid_footprint,
     is_north_up,
     metric_crs_for,
@@ -51,7 +53,7 @@ def _as_vectors(source, what: str) -> tuple[gpd.GeoDataFrame, str]:
     if isinstance(source, gpd.GeoSeries):
         source = gpd.GeoDataFrame(geometry=source)
     if isinstance(source, gpd.GeoDataFrame):
-        if source.crs is None:
+        if source.crs is None and not crs_unknown(source):
             raise SandwatchError.about(what, "the GeoDataFrame has no CRS", "set one with .set_crs(...)")
         return source, what
     return read_vector(source, what=what), str(source)
@@ -113,7 +115,7 @@ def aoi_from_rivers(rivers, grid: Grid, buffer_m: float = 1000.0) -> BaseGeometr
     Returns an empty polygon when nothing falls on the grid (the CLI turns that into an error).
     """
     gdf, _ = _as_vectors(rivers, "river file")
-    gdf = repair(gdf, polygonal=False)
+    gdf = adopt_grid_crs(repair(gdf, polygonal=False), grid)   # coordinates of a file without a usable CRS
     if len(gdf) == 0:
         return EMPTY
     if buffer_m < 0:

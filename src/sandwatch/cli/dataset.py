@@ -69,19 +69,27 @@ def import_(original, out, imagery, base_dir, name):
     click.echo(f"wrote {out}: {len(m.observations)} observations at {len(m.sites())} sites ({imagery})")
 
 
-@dataset.command(short_help="Check a manifest: fields, unique ids, files exist.")
+@dataset.command(short_help="Check a manifest: fields, unique ids, files exist, labels on their scenes.")
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--check-files/--no-check-files", default=True, show_default=True,
-              help="Also check that local scene, annotation and AOI files exist.")
-def validate(manifest, check_files):
-    """Check a manifest: syntax, fields, unique ids and (local) files.
+              help="Also check that local scene, annotation and AOI files exist, and that each label file's "
+                   "polygons fall on its scene.")
+@click.option("--allow-empty", is_flag=True,
+              help="A label file whose polygons all miss its scene is a warning (a true negative), not an error. "
+                   "A label file with no features is always a valid negative.")
+def validate(manifest, check_files, allow_empty):
+    """Check a manifest: syntax, fields, unique ids, (local) files, and labels on their scenes.
+
+    A label file whose polygons all miss its scene (wrong CRS, wrong scene) would train as
+    all background: an error unless --allow-empty. A label file without features is a
+    negative scene (no mining), said once.
 
     \b
     Example:
       sandwatch dataset validate data/manifest.yaml
     """
     from sandwatch.dataset.manifest import load_manifest
-    from sandwatch.dataset.validate import missing_files
+    from sandwatch.dataset.validate import check_labels, missing_files
     from sandwatch.errors import SandwatchError
 
     m = load_manifest(manifest)
@@ -92,9 +100,11 @@ def validate(manifest, check_files):
                 click.echo(f"{obs_id}: {field} {path} does not exist", err=True)
             raise SandwatchError.about(manifest, f"{len(missing)} referenced file(s) do not exist",
                                        "fix the paths listed above")
+        negatives = check_labels(m.observations, allow_empty=allow_empty)
     splits = {s: len(m.split_of(s)) for s in ("train", "val")}
+    extra = f"; {len(negatives)} label file(s) miss their scene (allowed)" if check_files and negatives else ""
     click.echo(f"{manifest}: valid, {len(m.observations)} observations at {len(m.sites())} sites"
-               f" (train {splits['train']}, val {splits['val']})")
+               f" (train {splits['train']}, val {splits['val']}){extra}")
 
 
 @dataset.command(short_help="Cluster sites by distance; whole clusters to train/val.")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from sandwatch.labels import ConfidenceWeights, EmptyVectorWarning, grid_like, write_label_rasters
+from sandwatch.labels import (AssumedCRSWarning, ConfidenceWeights, EmptyVectorWarning, grid_like,
+                              write_label_rasters)
 
 
 @click.group("labels")
@@ -63,10 +64,11 @@ def rasterize(polygons, scene, output, weights_path, low_weight, high_weight, ba
     weights = ConfidenceWeights(high=high_weight, low=low_weight, background=background_weight)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", EmptyVectorWarning)
+        warnings.simplefilter("always", AssumedCRSWarning)
         count = write_label_rasters(polygons, grid, output, weights_path, weights, require_overlap=True,
                                     all_touched=all_touched, confidence_field=confidence_field)
     for w in caught:
-        if issubclass(w.category, EmptyVectorWarning):
+        if issubclass(w.category, (EmptyVectorWarning, AssumedCRSWarning)):
             click.echo(f"warning: {w.message}", err=True)
     total = grid.width * grid.height
     click.echo(f"{output}: {grid.width} x {grid.height} px, {count} mine pixels ({100 * count / total:.3f} %)"

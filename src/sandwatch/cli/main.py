@@ -15,7 +15,7 @@ import warnings
 import click
 
 from sandwatch import __version__
-from sandwatch.errors import SandwatchError
+from sandwatch.errors import SandwatchError, forget_warnings
 
 # name -> (module, attribute, one-line help shown by `sandwatch --help`), in pipeline order.
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -83,6 +83,7 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _one_line_warning  # users see what happened, not our source lines
+    forget_warnings()                         # one run: each file is warned about once
     try:
         rv = cli.main(args=argv, prog_name="sandwatch", standalone_mode=False)
     except SandwatchError as err:

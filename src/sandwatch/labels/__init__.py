@@ -18,10 +18,11 @@ from sandwatch.labels.rasterize import (
     read_polygons,
     write_label_rasters,
 )
-from sandwatch.labels.vectors import EmptyVectorWarning, grid_like, read_vector
+from sandwatch.labels.vectors import AssumedCRSWarning, EmptyVectorWarning, grid_like, read_vector
 
 __all__ = [
-    "HIGH_CONFIDENCE", "LOW_CONFIDENCE", "ConfidenceWeights", "EmptyVectorWarning", "grid_like", "iou",
+    "HIGH_CONFIDENCE", "LOW_CONFIDENCE", "AssumedCRSWarning", "ConfidenceWeights", "EmptyVectorWarning", "grid_like",
+    "iou",
     "overlaps_grid", "polygons_on_grid", "rasterize_labels", "read_polygons", "read_vector",
     "write_label_rasters",
 ]

@@ -28,7 +28,7 @@ import rasterio.features
 
 from sandwatch.errors import SandwatchError
 from sandwatch.grid import Grid, Window
-from sandwatch.labels.vectors import grid_footprint, read_vector, repair, warn_if_empty
+from sandwatch.labels.vectors import adopt_grid_crs, crs_unknown, grid_footprint, read_vector, repair, warn_if_empty
 
 HIGH_CONFIDENCE = 1.0
 LOW_CONFIDENCE = 0.5
@@ -104,7 +104,9 @@ def _parse_confidence(value, source, index) -> float:
 def read_polygons(path: str | os.PathLike, confidence_field: str = "Confidence") -> gpd.GeoDataFrame:
     """Read mining polygons: GeoJSON, GeoPackage, Shapefile, ... in any CRS.
 
-    Returns a GeoDataFrame in the file's CRS (GeoJSON without CRS: EPSG:4326) with valid
+    Returns a GeoDataFrame in the file's CRS (GeoJSON without CRS: EPSG:4326; coordinates that
+    cannot be longitude/latitude in a file without CRS: no CRS yet, see
+    :func:`sandwatch.labels.vectors.adopt_grid_crs`, which the scene decides) with valid
     polygonal geometries (invalid ones repaired with ``shapely.make_valid``, non-polygonal
     parts and empty geometries dropped) and a float column ``confidence`` in [0, 1]:
     ``High``/``Low`` (any case) -> 1.0/0.5, numbers as given, missing -> 1.0. The field is
@@ -139,7 +141,7 @@ def _as_polygons(polygons, confidence_field: str = "Confidence") -> gpd.GeoDataF
         mark = polygons.attrs.get(_PREPARED)
         if mark and mark[1] is polygons.crs:
             return polygons
-        if polygons.crs is None:
+        if polygons.crs is None and not crs_unknown(polygons):
             raise SandwatchError.about("polygons", "the GeoDataFrame has no CRS", "set one with .set_crs(...)")
         if "confidence" in polygons.columns and pd.api.types.is_float_dtype(polygons["confidence"]) \
                 and polygons.geometry.is_valid.all() and not polygons.geometry.is_empty.any() \
@@ -158,7 +160,7 @@ def polygons_on_grid(polygons, grid: Grid, confidence_field: str = "Confidence")
     mark = polygons.attrs.get(_PREPARED) if isinstance(polygons, gpd.GeoDataFrame) else None
     if mark and mark[0] == wkt and mark[1] is polygons.crs:
         return polygons  # already prepared for this CRS: skip validation and CRS comparison
-    gdf = _as_polygons(polygons, confidence_field)
+    gdf = adopt_grid_crs(_as_polygons(polygons, confidence_field), grid)   # a file without a usable CRS
     if len(gdf) and gdf.crs != grid.crs:
         gdf = gdf.to_crs(grid.crs)
         gdf = repair(gdf, polygonal=True)  # reprojection can (rarely) make rings self-touch

@@ -2,6 +2,12 @@
 
 * GeoJSON, GeoPackage, Shapefile and anything else GDAL reads, through pyogrio.
 * GeoJSON without a CRS is EPSG:4326 (RFC 7946). Other files without a CRS are an error.
+* Coordinates that cannot be longitude/latitude (beyond +-180/+-90) in a file whose CRS is
+  geographic (usually a GeoJSON exported from QGIS in a projected CRS without its ``crs``
+  member) are kept with *no* CRS and marked (:func:`crs_unknown`); the first use on a scene
+  (:func:`adopt_grid_crs`) takes the scene's CRS when they fall on it, with a warning saying
+  so, and is a one-line error otherwise. Before this they became inf and vanished: an empty
+  mask without a word.
 * GeoJSON whose features lack ``"type": "Feature"`` (GDAL then sees no features at all; the
   public Indian sand-mining annotations are written like this) are read with the ``json``
   module and :meth:`geopandas.GeoDataFrame.from_features` instead.
@@ -25,7 +31,7 @@ from pyproj import CRS as ProjCRS
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
-from sandwatch.errors import SandwatchError
+from sandwatch.errors import SandwatchError, warn_once
 from sandwatch.grid import Grid, Window
 
 _JSON_SUFFIXES = {".geojson", ".json"}
@@ -33,6 +39,52 @@ _JSON_SUFFIXES = {".geojson", ".json"}
 
 class EmptyVectorWarning(UserWarning):
     """A vector file has no features (valid, but usually a mistake)."""
+
+
+class AssumedCRSWarning(UserWarning):
+    """A vector file without a usable CRS was read in the scene's CRS."""
+
+
+_CRS_UNKNOWN = "sandwatch.vectors.crs_unknown"   # GeoDataFrame.attrs: the file whose coordinates lack a CRS
+
+
+def _beyond_lonlat(gdf: gpd.GeoDataFrame) -> bool:
+    if len(gdf) == 0:
+        return False
+    with np.errstate(invalid="ignore"):
+        minx, miny, maxx, maxy = gdf.total_bounds
+    if not np.all(np.isfinite([minx, miny, maxx, maxy])):
+        return False
+    return minx < -180.5 or maxx > 180.5 or miny < -90.5 or maxy > 90.5
+
+
+def crs_unknown(gdf) -> str | None:
+    """The file a GeoDataFrame came from when its coordinates have no known CRS (see module doc)."""
+    return gdf.attrs.get(_CRS_UNKNOWN) if isinstance(gdf, gpd.GeoDataFrame) else None
+
+
+def adopt_grid_crs(gdf: gpd.GeoDataFrame, grid: Grid) -> gpd.GeoDataFrame:
+    """``gdf`` as it is when its CRS is known; else (coordinates without a CRS) in the grid's
+    CRS when they fall on the grid, with a warning once per file, or a one-line error naming
+    the file when they do not."""
+    source = crs_unknown(gdf)
+    if source is None:
+        return gdf
+    minx, miny, maxx, maxy = gdf.total_bounds
+    foot = grid_footprint(grid)
+    hits = len(gdf.sindex.query(foot, predicate="intersects")) if len(gdf) else 0
+    crs_name = grid.crs.to_string()
+    if not hits:
+        raise SandwatchError.about(
+            source, f"has coordinates that are not longitude/latitude (x {minx:.0f}..{maxx:.0f}, y {miny:.0f}..{maxy:.0f}) "
+            f"and names no CRS, and they do not fall on the scene in its CRS ({crs_name}) either",
+            "add a 'crs' member naming their CRS (e.g. EPSG:32644) or re-export the file as EPSG:4326")
+    warn_once("assumed-crs", source, f"{source}: coordinates are not longitude/latitude and the file names no CRS; "
+              f"they fall on the scene, so the scene's CRS {crs_name} is assumed (add a 'crs' member to say so)",
+              AssumedCRSWarning, stacklevel=4)
+    out = gdf.set_crs(grid.crs, allow_override=True)
+    out.attrs.pop(_CRS_UNKNOWN, None)
+    return out
 
 
 def _read_geojson_leniently(path: Path) -> gpd.GeoDataFrame | None:
@@ -95,6 +147,12 @@ def read_vector(path: str | os.PathLike, what: str = "vector file") -> gpd.GeoDa
                                        "add one (e.g. a .prj beside a Shapefile, or `ogr2ogr -a_srs EPSG:...`)")
     if gdf.geometry.name != "geometry":
         gdf = gdf.rename_geometry("geometry")
+    if gdf.crs.is_geographic and _beyond_lonlat(gdf):
+        # projected coordinates in a file read as lon/lat (GeoJSON without its crs member):
+        # keep them, CRS unknown, until a scene says which CRS they fall on
+        gdf = gdf.copy()
+        gdf.geometry.values.crs = None
+        gdf.attrs[_CRS_UNKNOWN] = str(path)
     return gdf
 
 
@@ -130,9 +188,10 @@ def repair(gdf: gpd.GeoDataFrame, polygonal: bool = True) -> gpd.GeoDataFrame:
 
 
 def warn_if_empty(gdf: gpd.GeoDataFrame, source: object, what: str) -> None:
+    """An empty file is a legitimate negative (no mining), said once per file per run."""
     if len(gdf) == 0:
-        warnings.warn(f"{source}: the {what} has no features; everything is background", EmptyVectorWarning,
-                      stacklevel=3)
+        warn_once("empty", source, f"{source}: the {what} has no features; everything is background",
+                  EmptyVectorWarning, stacklevel=4)
 
 
 def grid_footprint(grid: Grid, window: Window | None = None) -> Polygon:

@@ -60,6 +60,9 @@ class DataConfig(_Section):
     val_stride: int | None = Field(None, ge=1, description="stride of the validation window grid; None: the window size")
     train_split: str = "train"
     val_split: str = "val"
+    allow_empty_labels: bool = Field(
+        False, description="a label file whose polygons all miss its scene trains as a negative (warning) "
+                           "instead of stopping the run; a label file with no features always does")
 
 
 class ModelConfig(_Section):

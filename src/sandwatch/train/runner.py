@@ -216,6 +216,10 @@ def prepare(cfg: TrainConfig, *, sources=None, model=None):
             raise SandwatchError.about(cfg.manifest, f"has no observation with split '{cfg.data.train_split}'",
                                        "run `sandwatch dataset split` first (or set split: train in the manifest)")
         train_sources, val_sources = [mk(o) for o in train_obs], [mk(o) for o in val_obs]
+        from sandwatch.dataset.validate import check_labels   # labels that miss their scene: one line
+
+        check_labels([s.obs for s in train_sources + val_sources], [s.grid for s in train_sources + val_sources],
+                     allow_empty=cfg.data.allow_empty_labels, allow_hint="set data.allow_empty_labels: true")
     else:
         train_sources, val_sources = list(sources[0]), list(sources[1])
 
