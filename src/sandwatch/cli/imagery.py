@@ -30,6 +30,10 @@ def format_description(d: dict) -> str:
         f"bounds     ({', '.join(f'{v:.2f}' for v in g['bounds'])})",
         f"SCL        {d['scl'] or 'none'}",
     ]
+    if d.get("processing_baseline"):
+        lines.insert(4, f"baseline   {d['processing_baseline']}")
+    if d.get("stac_item"):
+        lines.insert(1, f"STAC item  {d['stac_item']}")
     if "nodata_fraction" in d:
         lines.append(f"no data    {100 * d['nodata_fraction']:.2f} % of {d['sampled_pixels']} sampled pixels")
     lines.append("")
@@ -56,16 +60,25 @@ def format_description(d: dict) -> str:
               help="Force the processing level when the metadata does not tell.")
 @click.option("--offset", type=float, default=None,
               help="Force the DN offset (1000 for raw processing-baseline-04 products).")
+@click.option("--allow-outside", is_flag=True,
+              help="Let a STAC item's asset hrefs reach files outside the item's folder (../.., absolute paths).")
+@click.option("--allow-remote", "allow_remote", multiple=True, metavar="HOST",
+              help="Let a STAC item's assets be read from HOST over http(s) (repeat, or comma-separate; '*' any "
+                   "host). A local item reads its assets from beside it; a remote item from its own host.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--no-stats", is_flag=True, help="Skip the pixel statistics (header only, instant).")
 @click.option("--sample", type=int, default=DEFAULT_SAMPLE, show_default=True,
               help="Pixels per band sampled for the statistics.")
-def info(scene, bands, level, offset, as_json, no_stats, sample):
+def info(scene, bands, level, offset, allow_outside, allow_remote, as_json, no_stats, sample):
     """Describe a Sentinel-2 scene: bands, grid, level, date, offset, statistics.
 
     SCENE is a multi-band GeoTIFF/COG, a folder of per-band files (*_B02.jp2, B02.tif,
     a SAFE product) or a STAC item JSON (path or http(s) URL). Statistics are computed on a
     bounded sample of pixels, so a full 10980 x 10980 tile answers in seconds.
+
+    A STAC item's assets are read from beside the item when they are there (offline), else
+    from the network only when the item is remote (its own host) or --allow-remote names
+    the host; hrefs that leave the item's folder need --allow-outside.
 
     \b
     Examples:
@@ -73,6 +86,8 @@ def info(scene, bands, level, offset, as_json, no_stats, sample):
       sandwatch info scene.tif --bands B02,B03,B04,B08 --json
       sandwatch info https://example.org/items/S2A_29RKH_20200219_0_L2A.json --no-stats
     """
-    with open_scene(scene, bands=bands, level=level, offset=offset) as sc:
+    hosts = [h.strip() for item in allow_remote for h in item.split(",") if h.strip()]
+    with open_scene(scene, bands=bands, level=level, offset=offset, allow_outside=allow_outside,
+                    allow_remote=hosts) as sc:
         desc = sc.describe(stats=not no_stats, sample=sample)
     click.echo(json.dumps(desc, indent=2) if as_json else format_description(desc))

@@ -55,13 +55,20 @@ Examples:
 @click.option("--tta", is_flag=True,
               help="Test-time augmentation: predict every window in its 8 rotations/flips, turn the outputs back "
                    "and average the probabilities. Costs 8x the forward time.")
+@click.option("--allow-outside", is_flag=True,
+              help="Let STAC items' asset hrefs reach files outside each item's folder.")
+@click.option("--allow-remote", "allow_remote", multiple=True, metavar="HOST",
+              help="Let STAC items' assets be read from HOST over http(s) (repeat, or comma-separate; '*' any).")
 @click.option("--overwrite", is_flag=True, help="Recompute scenes whose outputs exist.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def predict(checkpoint, scenes, out_dir, edge, aoi, aoi_buffer, threshold, batch_size, blend, dtype, scheduler,
-            band_rows, device, bf16, tta, overwrite, quiet):
+            band_rows, device, bf16, tta, allow_outside, allow_remote, overwrite, quiet):
     from sandwatch.models.checkpoint import Checkpoint
     from sandwatch.predict import predict_scenes
 
+    from sandwatch.imagery import set_stac_access
+
+    set_stac_access(allow_outside, [h.strip() for item in allow_remote for h in item.split(",") if h.strip()])
     ckpt = Checkpoint.load(checkpoint)   # validated: a bad file stops here, before any output
     if scheduler == "local":
         from sandwatch.io import ensure_writable_dir

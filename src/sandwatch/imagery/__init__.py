@@ -10,7 +10,12 @@
    is used; ``SCL`` is exposed through :meth:`Scene.read_scl`, not in ``Scene.bands``);
 3. a STAC item JSON, local or http(s); assets named ``B02``/``blue``/``coastal``/``scl`` ...,
    hrefs local or http(s) (read through GDAL's /vsicurl/ with range requests), relative hrefs
-   resolved against the item's own location (not its ``self`` link).
+   resolved against the item's own location (not its ``self`` link). Hrefs are *contained*
+   (:class:`~sandwatch.imagery.sources.StacAccess`): relative ones stay inside the item's
+   folder, a local item reads its assets from beside it (an http href whose file lies beside
+   the item is read there, offline) and uses the network only for hosts allowed with
+   ``allow_remote``; a remote item reads from its own host only. A band folder with one STAC
+   item beside its files takes date, level and offset from the item.
 
 The scene grid is the grid of the finest band (10 m for Sentinel-2). Coarser bands are put
 on it on the fly with a rasterio ``WarpedVRT`` read window by window:
@@ -38,7 +43,7 @@ from sandwatch.imagery.scene import (
     Scene,
     open_scene,
 )
-from sandwatch.imagery.sources import BandFile, date_from_text
+from sandwatch.imagery.sources import BandFile, StacAccess, date_from_text, set_stac_access
 
-__all__ = ["Scene", "open_scene", "BandFile", "date_from_text", "LEVELS", "BAND_RESAMPLING", "SCL_RESAMPLING",
-           "DEFAULT_SAMPLE"]
+__all__ = ["Scene", "open_scene", "BandFile", "StacAccess", "date_from_text", "set_stac_access", "LEVELS",
+           "BAND_RESAMPLING", "SCL_RESAMPLING", "DEFAULT_SAMPLE"]

@@ -21,7 +21,7 @@ from rasterio.vrt import WarpedVRT
 from sandwatch.bands import match_bands, parse_band_list
 from sandwatch.errors import SandwatchError
 from sandwatch.grid import Grid, Window
-from sandwatch.imagery.sources import REMOTE_GDAL_ENV, BandFile, SceneParts, find_parts
+from sandwatch.imagery.sources import REMOTE_GDAL_ENV, BandFile, SceneParts, find_parts, stac_access
 
 LEVELS = ("L1C", "L2A", "RGB", "unknown")
 #: Resampling used to put coarser reflectance bands (20 m, 60 m) on the 10 m grid.
@@ -319,6 +319,8 @@ class Scene:
         }
         if self.metadata.get("processing_baseline"):
             out["processing_baseline"] = self.metadata["processing_baseline"]
+        if self.metadata.get("stac_item"):
+            out["stac_item"] = self.metadata["stac_item"]
         if stats:
             data, valid = self.sample_pixels(sample, units="dn")
             out["sampled_pixels"] = int(valid.size)
@@ -334,12 +336,17 @@ class Scene:
         return out
 
 
-def open_scene(source, bands=None, level: str | None = None, offset: float | None = None) -> Scene:
+def open_scene(source, bands=None, level: str | None = None, offset: float | None = None, *,
+               allow_outside: bool | None = None, allow_remote=None) -> Scene:
     """Open a Sentinel-2 scene from a GeoTIFF/COG, a folder of per-band files or a STAC item.
 
     ``bands`` names the bands of a file without band descriptions (``"B02,B03,B04,B08"`` or a
     list); for folders and STAC items it selects a subset. ``level`` forces ``"L1C"``/``"L2A"``
     /``"RGB"``; ``offset`` forces the DN offset (1000 for raw processing-baseline-04 DNs).
+    ``allow_outside`` / ``allow_remote`` (hosts, ``"*"`` any): what a STAC item's asset hrefs
+    may reach beyond its own folder and host (see
+    :class:`~sandwatch.imagery.sources.StacAccess`; None: the process default, strict unless
+    :func:`~sandwatch.imagery.sources.set_stac_access` said otherwise).
     An already open :class:`Scene` is returned as it is.
     """
     if isinstance(source, Scene):
@@ -350,4 +357,5 @@ def open_scene(source, bands=None, level: str | None = None, offset: float | Non
         raise TypeError(f"open_scene needs a path, URL or Scene, not {type(source).__name__}")
     if source and not source.startswith(("http://", "https://")):
         source = str(Path(source).expanduser())
-    return Scene(find_parts(source, bands), level=level, offset=offset)
+    access = stac_access(allow_outside, allow_remote)
+    return Scene(find_parts(source, bands, access), level=level, offset=offset)
