@@ -196,11 +196,11 @@ def test_water_aoi_from_a_large_scene_reads_two_bands_in_blocks_on_a_decimated_g
     bands, _ = synthetic_bands(g)
     river = np.zeros(g.shape, bool)
     river[100:160, :] = True
-    for b, v in (("B03", 0.05), ("B11", 0.01)):
+    for b, v in (("B03", 0.05), ("B11", 0.01), ("B08", 0.02)):   # water: dark in SWIR and NIR
         bands[b][river] = v
     scene = FakeScene(g, ["B02", "B03", "B04", "B08", "B11"], bands)
     geom = aoi_from_water(scene, buffer_m=0, max_pixels=20_000, block=128)
-    assert {r[1] for r in scene.reads} == {("B03", "B11")}
+    assert {r[1] for r in scene.reads} == {("B03", "B11", "B08")}   # MNDWI and the NDWI check
     assert max(r[0].height * r[0].width for r in scene.reads) <= 128 * 128
     mask = rasterize_aoi(geom, g)
     assert iou(mask, river | ((np.arange(300) >= 30) & (np.arange(300) < 42))[:, None]) > 0.95

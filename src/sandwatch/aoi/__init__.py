@@ -2,12 +2,13 @@
 
     from sandwatch.aoi import aoi_from_rivers, aoi_from_water, aoi_for_observation, rasterize_aoi
     geom = aoi_from_rivers("rivers.geojson", scene.grid, buffer_m=1000)   # grid CRS, clipped
-    geom = aoi_from_water(scene, buffer_m=1000)                          # MNDWI / NDWI
+    geom = aoi_from_water(scene, buffer_m=1000)     # clouds masked, MNDWI > Otsu threshold, NDWI > 0
     mask = rasterize_aoi(geom, scene.grid, window)                       # bool, pixel-centre rule
 """
 
 from sandwatch.aoi.core import (
     WaterOptions,
+    WaterReport,
     aoi_area_m2,
     aoi_for_observation,
     aoi_from_file,
@@ -17,6 +18,7 @@ from sandwatch.aoi.core import (
     clean_water_mask,
     rasterize_aoi,
     require_aoi,
+    otsu_threshold,
     vectorize_mask,
     water_index,
     water_mask_from_scene,
@@ -24,7 +26,7 @@ from sandwatch.aoi.core import (
 )
 
 __all__ = [
-    "WaterOptions", "aoi_area_m2", "aoi_for_observation", "aoi_from_file", "aoi_from_rivers", "aoi_from_water",
+    "WaterOptions", "WaterReport", "otsu_threshold", "aoi_area_m2", "aoi_for_observation", "aoi_from_file", "aoi_from_rivers", "aoi_from_water",
     "buffer_on_grid", "clean_water_mask", "rasterize_aoi", "require_aoi", "vectorize_mask", "water_index",
     "water_mask_from_scene", "write_aoi",
 ]

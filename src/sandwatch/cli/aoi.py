@@ -21,8 +21,9 @@ from sandwatch.labels import grid_like
               metavar="METRES", help="Distance from the river (or water) included in the AOI.")
 @click.option("--index", type=click.Choice(["auto", "mndwi", "ndwi"], case_sensitive=False), default="auto",
               show_default=True, help="Water index for the scene-based AOI.")
-@click.option("--threshold", type=float, default=0.0, show_default=True,
-              help="Water where the index is above this (0 to 0.2 is usual).")
+@click.option("--threshold", default="auto", show_default=True, metavar="auto|NUMBER",
+              help="Water where the index is above this: 'auto' chooses it per scene (Otsu's method on the "
+                   "clear pixels, kept within 0..0.3); a number fixes it.")
 @click.option("--min-area", "min_area_m2", type=click.FloatRange(min=0), default=10_000.0, show_default=True,
               metavar="M2", help="Drop water bodies smaller than this many square metres.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), metavar="AOI.geojson|AOI.gpkg|AOI.tif",
@@ -32,8 +33,11 @@ def aoi(scene, rivers, aoi_file, buffer_m, index, threshold, min_area_m2, output
 
     The buffer is measured in metres (in the scene's CRS when projected, else in the local
     UTM zone). With --rivers the AOI comes from river vectors (e.g. OpenStreetMap); without
-    it, from the scene's own water (MNDWI with B11, else NDWI with B08, cleaned and with
-    water bodies under --min-area dropped). True-colour scenes need --rivers.
+    it, from the scene's own water: clouds masked first (SCL on L2A, a spectral test on L1C),
+    then MNDWI (with B11, else NDWI) above a threshold chosen for the scene, and NDWI > 0
+    (dark forest and shadows are not water), cleaned and with water bodies under --min-area
+    dropped. A scene without water (a desert) has no AOI: one line says so. True-colour
+    scenes need --rivers.
 
     \b
     Examples:
@@ -57,11 +61,20 @@ def aoi(scene, rivers, aoi_file, buffer_m, index, threshold, min_area_m2, output
     else:
         from sandwatch.imagery import open_scene
 
+        from sandwatch.aoi import WaterReport
+
         sc = open_scene(scene)
         grid = sc.grid
-        geom = require_aoi(aoi_from_water(sc, buffer_m=buffer_m, index=index, threshold=threshold,
-                                          min_area_m2=min_area_m2, progress=True),
-                           scene, "no water found in the scene")
+        if threshold != "auto":
+            try:
+                threshold = float(threshold)
+            except ValueError:
+                raise click.BadParameter(f"{threshold!r} is neither auto nor a number", param_hint="--threshold")
+        found = WaterReport()
+        geom = aoi_from_water(sc, buffer_m=buffer_m, index=index, threshold=threshold, min_area_m2=min_area_m2,
+                              progress=True, report=found)
+        geom = require_aoi(geom, scene, f"no water found in the scene ({found.describe()})")
+        click.echo(f"water: {found.describe()}; {100 * found.water_fraction:.2f} % of the scene is water", err=True)
     write_aoi(geom, grid, output)
     area = aoi_area_m2(geom, grid)
     total = grid.width * grid.height * grid.pixel_area_m2
