@@ -63,10 +63,9 @@ Examples:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def predict(checkpoint, scenes, out_dir, edge, aoi, aoi_buffer, threshold, batch_size, blend, dtype, scheduler,
             band_rows, device, bf16, tta, allow_outside, allow_remote, overwrite, quiet):
+    from sandwatch.imagery import set_stac_access
     from sandwatch.models.checkpoint import Checkpoint
     from sandwatch.predict import predict_scenes
-
-    from sandwatch.imagery import set_stac_access
 
     set_stac_access(allow_outside, [h.strip() for item in allow_remote for h in item.split(",") if h.strip()])
     ckpt = Checkpoint.load(checkpoint)   # validated: a bad file stops here, before any output
