@@ -59,7 +59,11 @@ def test_band_names_and_matching():
     with pytest.raises(SandwatchError, match="repeat"):
         parse_band_list("B02,B02")
     assert match_bands(["B02", "B03", "B04"], ["B04", "B02"]) == [2, 0]
-    assert match_bands(["R", "G", "B"], ["B04", "B03", "B02"]) == [0, 1, 2]  # RGB stands in
+    # true colour and Sentinel-2 reflectance are different kinds: refused, naming the fix
+    with pytest.raises(SandwatchError, match="rgb.tif: is a true-colour.*B04,B03,B02.*model.bands=\\[R,G,B\\]"):
+        match_bands(["R", "G", "B"], ["B04", "B03", "B02"], source="rgb.tif")
+    with pytest.raises(SandwatchError, match="s2.tif: has Sentinel-2 bands.*true-colour R"):
+        match_bands(["B02", "B03", "B04"], ["R", "G", "B"], source="s2.tif")
     with pytest.raises(SandwatchError, match="scene.tif: lacks band\\(s\\) B11"):
         match_bands(["B02"], ["B02", "B11"], source="scene.tif")
     assert match_bands(["B02"], ["B02", "B11"], fill_missing=True) == [0, None]

@@ -84,9 +84,9 @@ def test_rgb_uint8_level_and_scale(tmp_path):
     assert (scene.offset, scene.scale) == (0.0, 255.0)
     data, valid = scene.read()
     np.testing.assert_allclose(data[:, 0, 0], [0.2, 0.4, 1.0], rtol=1e-6)
-    # models asking for B04 get the red channel
-    data, _ = scene.read(bands=["B04"])
-    np.testing.assert_allclose(data[0], 0.2, rtol=1e-6)
+    # true colour is not Sentinel-2 reflectance: asking for B04 is refused with the fix
+    with pytest.raises(SandwatchError, match="rgb.tif: is a true-colour.*bands R,G,B"):
+        scene.read(bands=["B04"])
     ql = scene.quicklook()
     assert ql.shape == (4, 5, 3) and ql.dtype == np.uint8
     assert tuple(ql[0, 0]) == (51, 102, 255)

@@ -208,10 +208,10 @@ def test_prepare_input_selects_and_orders_bands_by_name():
         prepare_input(d2, l2a, r, source="scene.tif")
     filled = prepare_input(d2, l2a, r, fill_missing=True)
     assert filled[10].max() == 0.0 and filled[9].min() == pytest.approx(0.3)
-    # true colour stands in for B04/B03/B02
+    # true colour does not stand in for B04/B03/B02 (different scaling): a clear error
     rgb = np.stack([np.full((1, 1), v, np.float32) for v in (0.4, 0.5, 0.6)])
-    p, _ = select_bands(rgb, ("R", "G", "B"), ("B02", "B03", "B04"))
-    assert p.ravel().tolist() == pytest.approx([0.6, 0.5, 0.4])
+    with pytest.raises(SandwatchError, match="true-colour"):
+        select_bands(rgb, ("R", "G", "B"), ("B02", "B03", "B04"))
 
 
 def test_unknown_names_and_options_are_clear_errors():

@@ -106,10 +106,18 @@ class Normalization:
     low: tuple[float, ...]
     high: tuple[float, ...]
     clip: bool = True
+    #: ``k`` > 0: each scene is normalised by its own ``[mean - k std, mean + k std]`` inside its
+    #: AOI (:mod:`sandwatch.scenestats`); ``low``/``high`` then hold the training scenes' average,
+    #: used only where a scene's own statistics cannot be measured. 0: ``low``/``high`` as they are.
+    per_scene_k: float = 0.0
 
     def __post_init__(self):
         if len(self.low) != len(self.high):
             raise ValueError("Normalization low/high lengths differ")
+
+    @property
+    def per_scene(self) -> bool:
+        return self.per_scene_k > 0
 
     @classmethod
     def constant(cls, n_bands: int, low: float = 0.0, high: float = 1.0, clip: bool = True) -> "Normalization":
@@ -141,11 +149,14 @@ class Normalization:
         return out.astype(np.float32, copy=False)
 
     def to_dict(self) -> dict:
-        return {"low": list(self.low), "high": list(self.high), "clip": self.clip}
+        out = {"low": list(self.low), "high": list(self.high), "clip": self.clip}
+        if self.per_scene:
+            out["per_scene_k"] = float(self.per_scene_k)
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> "Normalization":
-        return cls(tuple(d["low"]), tuple(d["high"]), bool(d.get("clip", True)))
+        return cls(tuple(d["low"]), tuple(d["high"]), bool(d.get("clip", True)), float(d.get("per_scene_k", 0.0)))
 
 
 @dataclass(frozen=True)
@@ -171,29 +182,36 @@ class BandSpec:
 
 
 def match_bands(offered: Sequence[str], wanted: Sequence[str], *, source: object = "scene",
-                fill_missing: bool = False) -> list[int | None]:
-    """Indices into ``offered`` for each band in ``wanted``.
+                fill_missing: bool = False, what: str = "the model") -> list[int | None]:
+    """Indices into ``offered`` for each band in ``wanted``, matched by name.
 
-    True-colour channels stand in for their Sentinel-2 bands and vice versa (R <-> B04, ...).
-    A missing band raises :class:`SandwatchError` naming ``source``, unless ``fill_missing`` is
-    set, in which case its index is ``None`` (the caller fills it with zeros).
+    True-colour channels (R, G, B: 8-bit display values) and Sentinel-2 bands (reflectance)
+    are different kinds: R does not stand in for B04 nor the other way round, because their
+    scaling and normalisation differ and a silent swap gives a wrong map. A missing band raises
+    :class:`SandwatchError` naming ``source`` (and, for a kind mismatch, the band names to
+    use), unless ``fill_missing`` is set, in which case its index is ``None`` (the caller
+    fills it with zeros).
     """
     offered = list(offered)
     out: list[int | None] = []
     missing = []
     for band in wanted:
-        idx = None
-        if band in offered:
-            idx = offered.index(band)
-        else:
-            alt = RGB_AS_S2.get(band) or {v: k for k, v in RGB_AS_S2.items()}.get(band)
-            if alt in offered:
-                idx = offered.index(alt)
+        idx = offered.index(band) if band in offered else None
         if idx is None:
             missing.append(band)
         out.append(idx)
     if missing and not fill_missing:
+        rgb_file = set(offered) >= set(RGB_BANDS) and not set(offered) & set(S2_BANDS)
+        if rgb_file and set(missing) & set(S2_BANDS):
+            raise SandwatchError.about(
+                source, f"is a true-colour (R,G,B) image but {what} asks for Sentinel-2 bands "
+                f"{','.join(missing)}", "use the bands R,G,B (sandwatch train: --set model.bands=[R,G,B])")
+        if set(missing) & set(RGB_BANDS) and set(offered) & set(S2_BANDS):
+            raise SandwatchError.about(
+                source, f"has Sentinel-2 bands ({','.join(offered)}) but {what} takes true-colour "
+                f"{','.join(missing)}", "use a true-colour (R,G,B) image, or train on Sentinel-2 band names")
         raise SandwatchError.about(
-            source, f"lacks band(s) {','.join(missing)} that the model needs (it has {','.join(offered)})",
-            "use a scene with those bands, a model trained on these bands, or the explicit zero-fill option")
+            source, f"lacks band(s) {','.join(missing)} that {what} needs (it has {','.join(offered)})",
+            "use a scene with those bands, a model trained on these bands (model.bands), "
+            "or the explicit zero-fill option")
     return out

@@ -252,7 +252,8 @@ def select_bands(data: np.ndarray, offered: Sequence[str], wanted: Sequence[str]
     """Bands of ``data`` (``(C, H, W)`` or ``(N, C, H, W)``, C = len(offered)) picked and
     ordered by name for ``wanted``. A missing band is a :class:`SandwatchError` naming
     ``source``; with ``fill_missing=True`` it comes back as zeros and its flag in the returned
-    list is False. True-colour R/G/B stand in for B04/B03/B02 and vice versa."""
+    list is False. True-colour R/G/B and Sentinel-2 B04/B03/B02 are different kinds and never
+    stand in for each other (see :func:`sandwatch.bands.match_bands`)."""
     data = np.asarray(data)
     if data.shape[-3] != len(offered):
         raise SandwatchError.about(source, f"has {data.shape[-3]} bands but {len(offered)} band names",
