@@ -435,7 +435,13 @@ def predict_split(checkpoint, manifest, out_dir: str | os.PathLike, *, split: st
     found: dict[str, Path] = {}
     for obs in tqdm(observations, desc="predict", unit="scene", disable=not progress):
         scene = open_scene(obs.scene, bands=obs.bands)
+        extra = {}
+        if predictor.per_scene_k and aoi is None and (obs.aoi or obs.rivers):
+            # whole scenes are predicted, but a per-scene model measures a scene in its river AOI
+            from sandwatch.aoi import aoi_for_observation
+
+            extra["stats_aoi"] = aoi_for_observation(obs, scene, buffer_m=manifest.aoi_buffer_m)
         result = predict_scene(predictor, scene, out_dir, edge=edge, aoi=aoi, name=obs.id, progress=progress,
-                               tta=tta, **predict_options)
+                               tta=tta, **extra, **predict_options)
         found[obs.id] = Path(result.paths["probability"])
     return found, n_params, arch

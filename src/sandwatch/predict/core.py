@@ -125,7 +125,11 @@ class Predictor:
 
     ``temperature`` is the calibration ``forward`` already applies (probability =
     sigmoid(logit / temperature)); it is only recorded in the outputs' tags. ``from_checkpoint``
-    takes it from the checkpoint and builds a ``forward`` that applies it."""
+    takes it from the checkpoint and builds a ``forward`` that applies it.
+
+    ``per_scene_k`` > 0: the model was trained with per-scene normalisation (each scene by its
+    own ``[mean - k std, mean + k std]`` inside its AOI); :func:`predict_scene` measures every
+    scene it predicts the same way (:func:`scene_normalized`) before the first window."""
 
     forward: Callable[[np.ndarray], np.ndarray]
     bands: tuple[str, ...]
@@ -134,6 +138,7 @@ class Predictor:
     name: str = "model"
     normalize: Callable[[np.ndarray], np.ndarray] | None = None
     temperature: float = 1.0
+    per_scene_k: float = 0.0
 
     @classmethod
     def from_checkpoint(cls, checkpoint, *, device=None, bf16: bool = False) -> "Predictor":
@@ -143,7 +148,28 @@ class Predictor:
         model = ckpt.build_model("cpu")
         fwd = TorchForward(model, device=device, bf16=bf16, temperature=ckpt.temperature)
         return cls(fwd, tuple(ckpt.bands), int(ckpt.window), float(ckpt.threshold), name=ckpt.arch,
-                   normalize=ckpt.normalize, temperature=float(ckpt.temperature))
+                   normalize=ckpt.normalize, temperature=float(ckpt.temperature),
+                   per_scene_k=float(ckpt.band_spec.normalization.per_scene_k))
+
+
+def scene_normalized(pred: Predictor, scene, geom, *, warn: bool = True) -> Predictor:
+    """``pred`` with the normalisation of this scene, for a model trained with per-scene
+    normalisation: the scene's own band statistics inside ``geom`` (its river AOI, the region
+    training measured its scenes in; None: the whole scene, with a warning, because statistics
+    of the whole scene differ from those of its river corridor)."""
+    import dataclasses
+    import warnings
+
+    from sandwatch.scenestats import scene_normalization
+
+    if geom is None and warn:
+        warnings.warn(f"{getattr(scene, 'source', 'scene')}: the model normalises each scene inside its river AOI; "
+                      "no AOI given, so the whole scene is measured (pass --aoi FILE for the same statistics)",
+                      stacklevel=3)
+    bands = tuple(pred.bands)
+    norm = scene_normalization(lambda w: scene.read(w, bands=bands), scene.grid, geom, k=pred.per_scene_k,
+                               source=getattr(scene, "source", "scene"))
+    return dataclasses.replace(pred, normalize=norm)
 
 
 def as_predictor(checkpoint, *, device=None, bf16: bool = False) -> Predictor:
@@ -262,7 +288,8 @@ def predict_scene(checkpoint, scene, out_dir: str | os.PathLike, *, edge: int = 
                   threshold: float | None = None, batch_size: int = 8, blend: str = "none",
                   dtype: str = "uint8", overwrite: bool = False, device=None, bf16: bool = False,
                   progress: bool = True, name: str | None = None, aoi_buffer_m: float = 1000.0,
-                  strip_windows: int = 8, gdal_cache_mb: int | None = 32, tta: bool = False) -> PredictionResult:
+                  strip_windows: int = 8, gdal_cache_mb: int | None = 32, tta: bool = False,
+                  stats_aoi=None) -> PredictionResult:
     """Map mining probability on one scene with a checkpoint.
 
     Windows of the checkpoint's size slide over the scene with ``edge`` pixels discarded on
@@ -285,7 +312,9 @@ def predict_scene(checkpoint, scene, out_dir: str | os.PathLike, *, edge: int = 
     ``checkpoint``: a :class:`~sandwatch.models.checkpoint.Checkpoint`, its path, or a
     :class:`Predictor`. ``scene``: a Scene or anything :func:`sandwatch.imagery.open_scene`
     takes. ``aoi``: see :func:`resolve_aoi`; windows whose interior misses the AOI are not
-    predicted and stay nodata. ``gdal_cache_mb`` caps GDAL's block cache while predicting
+    predicted and stay nodata. ``stats_aoi`` (same forms as ``aoi``; default: ``aoi``): where a
+    model trained with per-scene normalisation measures the scene's statistics, e.g. the river
+    AOI when the whole scene is predicted. ``gdal_cache_mb`` caps GDAL's block cache while predicting
     (GDAL's own default is 5 % of RAM, which alone would let memory grow with the scene);
     None leaves GDAL's setting alone.
     """
@@ -299,11 +328,11 @@ def predict_scene(checkpoint, scene, out_dir: str | os.PathLike, *, edge: int = 
         return _predict_scene(checkpoint, scene, out_dir, edge=edge, aoi=aoi, threshold=threshold,
                               batch_size=batch_size, blend=blend, dtype=dtype, overwrite=overwrite, device=device,
                               bf16=bf16, progress=progress, name=name, aoi_buffer_m=aoi_buffer_m,
-                              strip_windows=strip_windows, tta=tta)
+                              strip_windows=strip_windows, tta=tta, stats_aoi=stats_aoi)
 
 
 def _predict_scene(checkpoint, scene, out_dir, *, edge, aoi, threshold, batch_size, blend, dtype, overwrite, device,
-                   bf16, progress, name, aoi_buffer_m, strip_windows, tta) -> PredictionResult:
+                   bf16, progress, name, aoi_buffer_m, strip_windows, tta, stats_aoi) -> PredictionResult:
     if dtype not in PROB_DTYPES:
         raise SandwatchError.about("--dtype", f"unknown probability type {dtype!r}", f"use one of {', '.join(PROB_DTYPES)}")
     if blend not in BLENDS:
@@ -334,6 +363,9 @@ def _predict_scene(checkpoint, scene, out_dir, *, edge, aoi, threshold, batch_si
         geom = resolve_aoi(aoi, scene_obj, buffer_m=aoi_buffer_m)
         if geom is not None:
             stats["aoi_fraction"] = _aoi_fraction(geom, grid)
+        if pred.per_scene_k:
+            pred = scene_normalized(pred, scene_obj, geom if stats_aoi is None else
+                                    resolve_aoi(stats_aoi, scene_obj, buffer_m=aoi_buffer_m))
         _predict_rasters(pred, scene_obj, grid, paths, edge=edge, include=aoi_filter(geom, grid), threshold=thr,
                          batch_size=batch_size, blend=blend, dtype=dtype, progress=progress, stats=stats,
                          date=date, strip_windows=strip_windows, tta=tta)
@@ -380,6 +412,7 @@ def _predict_rasters(pred: Predictor, scene, grid: Grid, paths: dict[str, Path],
     tags = {"sandwatch_model": pred.name, "sandwatch_edge": edge, "sandwatch_blend": blend,
             "sandwatch_threshold": threshold, "sandwatch_temperature": float(pred.temperature),
             "sandwatch_tta": "d4" if tta else "none", "sandwatch_window": pred.window,
+            "sandwatch_normalization": f"per scene, mean +- {pred.per_scene_k:g} std" if pred.per_scene_k else "fixed",
             "sandwatch_scene": str(getattr(scene, "source", "")), "sandwatch_date": date.isoformat() if date else ""}
     prob_kw = dict(scale=UINT8_SCALE, offset=-UINT8_SCALE) if dtype == "uint8" else {}
     from tqdm.auto import tqdm
