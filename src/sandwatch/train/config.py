@@ -59,7 +59,17 @@ class DataConfig(_Section):
     num_workers: int = Field(4, ge=0, description="DataLoader worker processes")
     val_stride: int | None = Field(None, ge=1, description="stride of the validation window grid; None: the window size")
     train_split: str = "train"
-    val_split: str = "val"
+    val_split: str | None = Field("val", description="split validated on each epoch; null: no validation "
+                                                     "(best.pt is then the last checkpoint)")
+    epoch_windows: int | None = Field(
+        None, ge=1, description="windows per epoch over all training scenes, shared by AOI area (overrides "
+                                "windows_factor / windows_per_scene): an epoch of a fixed size, whatever the AOI")
+    low_confidence_target: float = Field(
+        1.0, ge=0, le=1, description="target value of Low-confidence pixels: 1 (published: mine), or a soft "
+                                     "target such as 0.7")
+    hard_negatives: float = Field(
+        0.0, ge=0, lt=1, description="share of training windows centred outside the AOI (land the model "
+                                     "must learn to ignore when it predicts whole scenes); 0: published")
     allow_empty_labels: bool = Field(
         False, description="a label file whose polygons all miss its scene trains as a negative (warning) "
                            "instead of stopping the run; a label file with no features always does")
@@ -71,9 +81,10 @@ class ModelConfig(_Section):
     options: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments of build_model")
     weights: str | None = Field(None, description="pretrained encoder weights file (passed as options['weights'])")
     freeze_encoder: bool = Field(False, description="linear probing: only the decoder trains")
-    normalization: Literal["model", "stats"] = Field(
+    normalization: Literal["model", "stats", "scene"] = Field(
         "model", description="'model': the architecture's published normalisation; "
-                             "'stats': mean +- 2 std measured on the training windows")
+                             "'stats': mean +- 2 std measured on the training windows; "
+                             "'scene': mean +- 2 std of each scene inside its own AOI (train and predict)")
 
     @field_validator("bands", mode="before")
     @classmethod
@@ -84,6 +95,22 @@ class ModelConfig(_Section):
 class LossConfig(_Section):
     pos_weight: float = Field(6.0, gt=0)
     dice_weight: float = Field(0.0, ge=0, description="add dice_weight x soft Dice loss (0: BCE only)")
+    focal_gamma: float = Field(0.0, ge=0, description="> 0: focal BCE (down-weights easy pixels); 0: plain BCE")
+    lovasz_weight: float = Field(0.0, ge=0, description="add lovasz_weight x Lovasz hinge loss (0: none)")
+
+
+class AugmentConfig(_Section):
+    """Photometric augmentation that imitates season and atmosphere, on reflectance before
+    normalisation. Off by default (published: rot90 and flips only)."""
+
+    photometric: bool = False
+    p: float = Field(0.8, ge=0, le=1, description="share of windows that get a photometric change")
+    brightness: float = Field(0.1, ge=0, description="x -> x + b, b uniform in +-brightness x the window's mean")
+    contrast: float = Field(0.25, ge=0, description="x -> mean + c (x - mean), log c uniform in +-contrast")
+    gamma: float = Field(0.25, ge=0, description="x -> x^g (on [0, 1] reflectance), log g uniform in +-gamma")
+    band_gain: float = Field(0.1, ge=0, description="per-band gain, log uniform in +-band_gain (colour shift)")
+    haze: float = Field(0.3, ge=0, le=1, description="x -> (1 - a) x + a h, a uniform in [0, haze], "
+                                                      "h a bright bluish airlight")
 
 
 class OptimConfig(_Section):
@@ -92,7 +119,14 @@ class OptimConfig(_Section):
     batch_size: int | None = Field(None, ge=1, description="None: 128 (64 for SatMAE)")
     weight_decay: float = Field(0.01, ge=0)
     schedule: Literal["constant", "cosine"] = Field(
-        "constant", description="learning rate: constant (published) or cosine decay to 0 over the epochs")
+        "constant", description="learning rate: constant (published) or cosine decay to 0 over the run's steps")
+    warmup: float = Field(0.0, ge=0, lt=1, description="share of the run's steps with a linear warm-up of the LR")
+    steps: int | None = Field(
+        None, ge=1, description="training budget in optimiser steps, whatever the AOI area (rounded up to "
+                                "whole epochs; with data.epoch_windows the epoch size is fixed too); "
+                                "None: optim.epochs epochs")
+    early_stop: int | None = Field(
+        None, ge=1, description="stop after this many validations without a better validation AP; None: never")
     val_batch_size: int | None = Field(None, ge=1, description="None: same as batch_size")
 
 
@@ -123,6 +157,15 @@ class CacheConfig(_Section):
     dir: str | None = Field(None, description="disk cache folder; None: RUN/feature-cache")
 
 
+class CalibrationConfig(_Section):
+    """Decision threshold (and temperature) fitted on validation, stored in the checkpoint and
+    used by predict and monitor. Off by default (published: threshold 0.5)."""
+
+    enabled: bool = False
+    temperature: bool = Field(True, description="also fit a temperature T (probability = sigmoid(logit / T))")
+    min_positives: int = Field(50, ge=1, description="fewer mine pixels in validation: no calibration (0.5 kept)")
+
+
 class TrackingConfig(_Section):
     backend: Literal["mlflow", "wandb", "tensorboard", "csv", "none"] = "mlflow"
     experiment: str = "sandwatch"
@@ -142,6 +185,8 @@ class TrainConfig(_Section):
     loss: LossConfig = Field(default_factory=LossConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
@@ -149,6 +194,9 @@ class TrainConfig(_Section):
     def _check(self):
         if self.cache.enabled is True and not self.model.freeze_encoder:
             raise ValueError("cache.enabled=true needs model.freeze_encoder=true (features of a training encoder change)")
+        if self.use_cache and (self.augment.photometric or self.data.low_confidence_target < 1):
+            raise ValueError("the feature cache keeps fixed windows: it cannot be combined with photometric "
+                             "augmentation or soft targets (set cache.enabled=false)")
         return self
 
     # ---- resolved values --------------------------------------------------------------
@@ -222,6 +270,36 @@ def apply_override(data: dict, item: str, source: str = "--set") -> dict:
     return data
 
 
+def _null_keys(over: dict, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Dotted keys that an override sets to null (``--set model.options.width=null``)."""
+    out = []
+    for k, v in over.items():
+        if isinstance(v, dict):
+            out.extend(_null_keys(v, prefix + (k,)))
+        elif v is None:
+            out.append(prefix + (k,))
+    return out
+
+
+def _remove_option(data: dict, parts: tuple[str, ...]) -> None:
+    """``key=null`` inside a free-form mapping (``model.options``) removes the key, so the
+    architecture's default applies again; on a typed setting null stays null (its "default"
+    meaning, e.g. ``optim.lr=null`` is the published LR)."""
+    section: Any = TrainConfig
+    for p in parts[:-1]:
+        field = getattr(section, "model_fields", {}).get(p)
+        if field is None:
+            return
+        section = field.annotation
+    if isinstance(section, type) and issubclass(section, BaseModel):
+        return  # a typed section: null is a value
+    node = data
+    for p in parts[:-1]:
+        node = node.get(p) if isinstance(node, dict) else None
+    if isinstance(node, dict):
+        node.pop(parts[-1], None)
+
+
 _PATH_KEYS = (("manifest",), ("run_dir",), ("model", "weights"), ("cache", "dir"))
 
 
@@ -252,6 +330,8 @@ def config_from_dict(data: dict, overrides: list[str] | tuple[str, ...] = (), so
     if base_dir is not None:
         _resolve_paths(over, Path.cwd())
     data = _deep_merge(data, over)
+    for parts in _null_keys(over):
+        _remove_option(data, parts)
     profile = data.get("profile", "default")
     if profile not in PROFILES:
         raise SandwatchError.about(source, f"unknown profile {profile!r}", f"use one of {', '.join(PROFILES)}")

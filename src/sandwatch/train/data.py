@@ -48,12 +48,13 @@ class ObservationSource:
     """A manifest observation read through ``imagery``, ``labels`` and ``aoi``."""
 
     def __init__(self, obs, bands: Sequence[str], *, buffer_m: float = 1000.0,
-                 high_weight: float = 1.0, low_weight: float = 0.5):
+                 high_weight: float = 1.0, low_weight: float = 0.5, low_target: float = 1.0):
         self.obs = obs
         self.name = obs.id
         self.bands = tuple(bands)
         self.buffer_m = float(buffer_m)
         self.high_weight, self.low_weight = float(high_weight), float(low_weight)
+        self.low_target = float(low_target)
         self._scene = None
         self._polygons = None
         self._aoi = None
@@ -94,6 +95,8 @@ class ObservationSource:
         return self.scene.read(window, self.bands)
 
     def labels(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """``(target, weight)``: target uint8 0/1, or float32 with Low-confidence pixels at
+        ``low_target`` (soft targets) when that is below 1; weight by confidence."""
         from sandwatch.labels import ConfidenceWeights, polygons_on_grid, rasterize_labels
 
         weights = ConfidenceWeights(high=self.high_weight, low=self.low_weight)
@@ -101,7 +104,14 @@ class ObservationSource:
             return np.zeros(window.shape, np.uint8), np.ones(window.shape, np.float32)
         if self._polygons is None:
             self._polygons = polygons_on_grid(self.obs.annotations, self.grid)
-        return rasterize_labels(self._polygons, self.grid, window, weights)
+        if self.low_target >= 1.0:
+            return rasterize_labels(self._polygons, self.grid, window, weights)
+        # one pass: the identity weights give each pixel its polygon's confidence (High 1, Low 0.5)
+        mask, conf = rasterize_labels(self._polygons, self.grid, window, ConfidenceWeights())
+        inside = mask > 0
+        weight = np.where(inside, weights.weight(conf), weights.background).astype(np.float32)
+        target = np.where(inside, ConfidenceWeights(high=1.0, low=self.low_target).weight(conf), 0.0)
+        return target.astype(np.float32), weight
 
 
 def aoi_mask(aoi, grid: Grid, window: Window) -> np.ndarray:
@@ -160,14 +170,35 @@ class EpochSampler(Sampler):
 
 
 class _WindowReader:
-    def __init__(self, sources: Sequence[WindowSource], normalization: Normalization):
-        self.sources = list(sources)
-        self.normalization = normalization
+    """Reads a window of a source: normalised image, target, weight, valid.
 
-    def read_item(self, s: int, window: Window, d: int) -> dict[str, np.ndarray]:
+    ``normalization``: one :class:`Normalization` for every source, or one per source
+    (per-scene normalisation). ``augment``: an ``AugmentConfig`` whose photometric changes are
+    applied to training reads that pass a generator (``rng``), with the band names ``bands``.
+    """
+
+    def __init__(self, sources: Sequence[WindowSource], normalization: Normalization | Sequence[Normalization],
+                 augment=None, bands: Sequence[str] = ()):
+        self.sources = list(sources)
+        if isinstance(normalization, Normalization):
+            normalization = [normalization] * len(self.sources)
+        self.normalizations = list(normalization)
+        self.augment = augment if augment is not None and getattr(augment, "photometric", False) else None
+        self.bands = tuple(bands)
+
+    @property
+    def normalization(self) -> Normalization:
+        return self.normalizations[0]
+
+    def read_item(self, s: int, window: Window, d: int, rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
         src = self.sources[s]
         x, valid = src.read(window)
-        x = self.normalization(np.nan_to_num(np.asarray(x, np.float32)))
+        x = np.nan_to_num(np.asarray(x, np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        if self.augment is not None and rng is not None:
+            from sandwatch.train.augment import photometric
+
+            x = photometric(x, valid, rng, self.augment, self.bands)
+        x = self.normalizations[s](x)
         x[:, ~valid] = 0.0
         mask, weight = src.labels(window)
         weight = np.where(valid, weight, 0.0).astype(np.float32)
@@ -179,9 +210,9 @@ class TrainWindows(Dataset, _WindowReader):
     """Random windows with their centre inside the AOI; items come from :class:`EpochSampler`."""
 
     def __init__(self, sources: Sequence[WindowSource], plans: Sequence[SceneWindows | None],
-                 normalization: Normalization, *, size: int = 160, seed: int = 0,
-                 rot90: bool = True, flip: bool = True):
-        _WindowReader.__init__(self, sources, normalization)
+                 normalization: Normalization | Sequence[Normalization], *, size: int = 160, seed: int = 0,
+                 rot90: bool = True, flip: bool = True, augment=None, bands: Sequence[str] = ()):
+        _WindowReader.__init__(self, sources, normalization, augment, bands)
         self.plans = list(plans)
         self.size, self.seed, self.rot90, self.flip = int(size), int(seed), rot90, flip
 
@@ -198,7 +229,9 @@ class TrainWindows(Dataset, _WindowReader):
     def __getitem__(self, item):
         epoch, s, k = item
         window, d = self.window_of(epoch, s, k)
-        out = self.read_item(s, window, d)
+        rng = np.random.default_rng([self.seed & 0xFFFFFFFF, int(epoch), int(s), int(k), 48271]) \
+            if self.augment is not None else None
+        out = self.read_item(s, window, d, rng)
         del out["valid"]            # already in the weight (0 on nodata); only validation needs it
         out["key"] = np.array([s, k, d], np.int64)
         return {k2: torch.from_numpy(v) for k2, v in out.items()}
@@ -270,8 +303,8 @@ class ValWindows(Dataset, _WindowReader):
     """A fixed grid of windows over each validation AOI; ``eval`` marks the pixels scored
     (valid and inside the AOI)."""
 
-    def __init__(self, sources: Sequence[WindowSource], normalization: Normalization, *, size: int = 160,
-                 stride: int | None = None):
+    def __init__(self, sources: Sequence[WindowSource], normalization: Normalization | Sequence[Normalization], *,
+                 size: int = 160, stride: int | None = None):
         _WindowReader.__init__(self, sources, normalization)
         self.items: list[tuple[int, Window]] = []
         for s, src in enumerate(self.sources):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -30,13 +31,20 @@ class SegmentationTask(L.LightningModule):
                  window: int = 160, lr: float = 5e-4, weight_decay: float = 0.01, pos_weight: float = 6.0,
                  dice_weight: float = 0.0, seed: int = 0, cache: FeatureCache | None = None,
                  bins: int = 1000, overlays: int = 4, plots_dir: str | None = None,
-                 metadata: dict | None = None, schedule: str = "constant", epochs: int = 20):
+                 metadata: dict | None = None, schedule: str = "constant", total_steps: int = 1,
+                 warmup: float = 0.0, focal_gamma: float = 0.0, lovasz_weight: float = 0.0,
+                 calibrate: bool = False, fit_temperature: bool = True, min_calibration_positives: int = 50):
         super().__init__()
         self.model = model
         self.arch, self.band_spec, self.options = arch, band_spec, dict(options or {})
         self.window, self.lr, self.weight_decay, self.seed = int(window), float(lr), float(weight_decay), int(seed)
-        self.schedule, self.epochs = schedule, int(epochs)
-        self.loss_fn = SegmentationLoss(pos_weight, dice_weight)
+        self.schedule, self.total_steps, self.warmup = schedule, max(1, int(total_steps)), float(warmup)
+        self.loss_fn = SegmentationLoss(pos_weight, dice_weight, focal_gamma, lovasz_weight)
+        self.calibrate, self.fit_temperature = bool(calibrate), bool(fit_temperature)
+        self.min_calibration_positives = int(min_calibration_positives)
+        #: threshold and temperature the exported checkpoint carries (fitted on validation when
+        #: ``calibrate``; the published 0.5 and 1 otherwise)
+        self.calibration: dict[str, float] = {"threshold": 0.5, "temperature": 1.0}
         self.cache = cache
         self.pool_dataset = None  # set by the runner when the cache is on (re-reads evicted keys)
         self.val_pr = BinnedPR(bins)
@@ -54,11 +62,13 @@ class SegmentationTask(L.LightningModule):
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
-        if self.schedule == "constant":
+        if self.schedule == "constant" and self.warmup <= 0:
             return optimizer
-        # cosine decay per epoch to zero at the last epoch; its state is in every checkpoint
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, self.epochs))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        # per optimiser step: linear warm-up, then constant or cosine decay to zero at the last
+        # step of the run; the scheduler's state is in every checkpoint (exact resume)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lr_factor(self.schedule, self.total_steps, round(self.warmup * self.total_steps)))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_train_epoch_start(self):
         # anything stochastic in the model (dropout) draws from a seed of (seed, epoch): exact resume
@@ -143,10 +153,19 @@ class SegmentationTask(L.LightningModule):
             return
         res = self.val_pr.compute()
         curve = self.val_pr.curve() if res["positives"] > 0 else None
-        self.val_pr.reset()
         vals = {"val_ap": res["ap"], "val_f1": res["f1"], "val_precision": res["precision"],
                 "val_recall": res["recall"], "val_best_f1": res["best_f1"],
-                "val_best_threshold": res["best_threshold"]}
+                "val_best_threshold": res["best_threshold"], "val_positives": res["positives"]}
+        if self.calibrate and res["positives"] >= self.min_calibration_positives:
+            thr = res["best_threshold"]
+            temp = fit_temperature(self.val_pr.pos, self.val_pr.neg) if self.fit_temperature else 1.0
+            self.calibration = {"threshold": apply_temperature(thr, temp), "temperature": temp}
+            vals.update({"val_calibrated_threshold": self.calibration["threshold"], "val_temperature": temp,
+                         "val_f1_at_threshold": self.val_pr.at(thr)["f1"]})
+        # what selects the best checkpoint: validation AP when validation has mining, else the
+        # step (the last checkpoint is the best one: AP 0 of mine-free scenes chooses nothing)
+        vals["val_select"] = res["ap"] if res["positives"] > 0 else float(self.global_step)
+        self.val_pr.reset()
         for k, v in vals.items():
             self.log(k, v, prog_bar=k in ("val_ap", "val_f1"), sync_dist=False)
         self.last_val = vals
@@ -164,10 +183,59 @@ class SegmentationTask(L.LightningModule):
         meta.update({k: float(v) for k, v in self.last_val.items()})
         meta.update(extra or {})
         return Checkpoint(arch=self.arch, band_spec=self.band_spec, state_dict=self.model.state_dict(),
-                          options=self.options, window=self.window, threshold=0.5, metadata=meta)
+                          options=self.options, window=self.window, threshold=self.calibration["threshold"],
+                          temperature=self.calibration["temperature"], metadata=meta)
+
+    # ---- resume -----------------------------------------------------------------------------
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        sw = checkpoint.get("sandwatch") or {}
+        self.calibration = {"threshold": float(sw.get("threshold", 0.5)),
+                            "temperature": float(sw.get("temperature", 1.0))}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["sandwatch"] = self.export().to_dict()
+
+
+def lr_factor(schedule: str, total_steps: int, warmup_steps: int = 0):
+    """LR multiplier per optimiser step: linear warm-up over ``warmup_steps``, then 1
+    (``constant``) or a cosine from 1 to 0 at ``total_steps`` (``cosine``)."""
+    total, warm = max(1, int(total_steps)), max(0, int(warmup_steps))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if schedule != "cosine":
+            return 1.0
+        t = min(1.0, (step - warm) / max(1, total - warm))
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+    return factor
+
+
+def fit_temperature(pos: torch.Tensor, neg: torch.Tensor) -> float:
+    """Temperature ``T`` minimising the log loss of ``sigmoid(logit(p) / T)`` on validation
+    pixels given as histograms of their probability (``pos``: mine, ``neg``: not mine, equal
+    bins on [0, 1]; bin centres stand for their pixels)."""
+    from scipy.optimize import minimize_scalar
+
+    pos, neg = np.asarray(pos, np.float64), np.asarray(neg, np.float64)
+    bins = len(pos)
+    centre = (np.arange(bins) + 0.5) / bins
+    z = np.log(centre) - np.log1p(-centre)
+    n = max(pos.sum() + neg.sum(), 1.0)
+
+    def nll(log_t: float) -> float:
+        u = z / math.exp(log_t)
+        return float((pos * np.logaddexp(0, -u) + neg * np.logaddexp(0, u)).sum() / n)
+
+    # bounded to [1/4, 4]: beyond that the probability maps saturate (or flatten) in their
+    # 8-bit encoding, and such a fit says more about an under-trained model than about calibration
+    return float(math.exp(minimize_scalar(nll, bounds=(-math.log(4), math.log(4)), method="bounded").x))
+
+
+def apply_temperature(p: float, temperature: float) -> float:
+    """The probability ``p`` of an uncalibrated model expressed after temperature scaling."""
+    p = min(max(float(p), 1e-6), 1 - 1e-6)
+    return float(1.0 / (1.0 + math.exp(-(math.log(p) - math.log1p(-p)) / temperature)))
 
 
 def _labels(target: torch.Tensor, weight: torch.Tensor) -> list[torch.Tensor]:

@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from torch.utils.data import DataLoader
 
 from sandwatch.bands import BandSpec, Normalization
@@ -115,6 +116,7 @@ class ExportCheckpoints(Callback):
         self.best_ap = -1.0
         self.history: list[dict] = []
         self.throughput = throughput
+        self._warned = False
 
     def state_dict(self):
         return {"best_ap": self.best_ap, "history": self.history}
@@ -131,12 +133,26 @@ class ExportCheckpoints(Callback):
         self.history.append(rec)
         ckpt = pl_module.export()
         ckpt.save(self.dir / "last.pt")
-        ap = rec.get("val_ap", -0.5) if self.has_val else -0.5
-        if ap > self.best_ap or not (self.dir / "best.pt").exists():
-            self.best_ap = max(ap, self.best_ap)
+        if self.is_better(rec):
             ckpt.metadata["best"] = True
             ckpt.save(self.dir / "best.pt")
         self._write_metrics()
+
+    def is_better(self, rec: dict) -> bool:
+        """The best-checkpoint rule: the best validation AP when validation has mine pixels;
+        otherwise (no validation, or mine-free validation scenes whose AP is 0 whatever the
+        model) the last checkpoint, so ``best.pt`` is never an early, untrained model."""
+        if not self.has_val or rec.get("val_positives", 0) <= 0:
+            if self.has_val and not self._warned:
+                warnings.warn("the validation scenes have no mine pixels: AP cannot choose a model, "
+                              "best.pt is the last checkpoint", stacklevel=2)
+                self._warned = True
+            return True
+        ap = rec.get("val_ap", 0.0)
+        if ap > self.best_ap or not (self.dir / "best.pt").exists():
+            self.best_ap = max(ap, self.best_ap)
+            return True
+        return False
 
     def _write_metrics(self):
         with atomic_output(self.run_dir / "metrics.json") as tmp:
@@ -153,14 +169,14 @@ class ExportCheckpoints(Callback):
             self._write_metrics()  # the throughput of the epoch just finished (measured after validation)
 
 
-def _build_model(cfg: TrainConfig):
+def _build_model(cfg: TrainConfig, bands: tuple[str, ...] | None = None):
     from sandwatch.models import build_model, set_trainable
 
     options = dict(cfg.model.options)
     if cfg.model.weights:
         options["weights"] = cfg.model.weights
     try:
-        model = build_model(cfg.model.arch, bands=cfg.model.bands, **options)
+        model = build_model(cfg.model.arch, bands=bands or cfg.model.bands, **options)
     except TypeError as err:
         raise SandwatchError.about("model.options", f"not accepted by {cfg.model.arch}: {err}",
                                    "see `sandwatch models list` for the options") from None
@@ -178,6 +194,61 @@ def _loader_kwargs(num_workers: int) -> dict:
     return kw
 
 
+def scene_bands(cfg: TrainConfig, observations) -> tuple[str, ...] | None:
+    """The bands to train on: ``model.bands``, or R,G,B when it is unset and the training scenes
+    are true-colour images (detected from the files); None: the architecture's default."""
+    if cfg.model.bands or not observations:
+        return tuple(cfg.model.bands) if cfg.model.bands else None
+    from sandwatch.imagery import open_scene
+
+    first = open_scene(observations[0].scene, bands=observations[0].bands)
+    if first.level == "RGB":
+        from sandwatch.bands import RGB_BANDS
+
+        warnings.warn(f"{observations[0].scene}: true-colour images, training on bands R,G,B "
+                      "(set model.bands to choose)", stacklevel=2)
+        return RGB_BANDS
+    return None
+
+
+def check_scene_bands(sources, bands: tuple[str, ...]) -> None:
+    """Every scene offers the bands the model takes, or one line naming the scene and
+    ``model.bands`` (before any DataLoader worker starts, where it would be a traceback)."""
+    from sandwatch.bands import match_bands
+
+    for src in sources:
+        scene = getattr(src, "scene", None)
+        if scene is not None:
+            match_bands(scene.bands, bands, source=scene.source, what="model.bands")
+
+
+def source_normalizations(cfg: TrainConfig, sources, bands, spec: BandSpec, plans=None) -> tuple[list, BandSpec]:
+    """Per-source normalisations and the BandSpec the checkpoint records.
+
+    ``model``: the architecture's; ``stats``: mean +- 2 std of the training windows;
+    ``scene``: each scene's own mean +- 2 std inside its AOI (:mod:`sandwatch.scenestats`),
+    recorded as per-scene in the checkpoint so predict measures every new scene the same way.
+    """
+    mode = cfg.model.normalization
+    if mode == "model":
+        return [spec.normalization] * len(sources), spec
+    if mode == "stats":
+        mean, std = band_statistics(sources, plans, size=cfg.data.window, seed=cfg.trainer.seed)
+        norm = Normalization.mean_std(mean, std)
+        return [norm] * len(sources), BandSpec(bands, norm)
+    from sandwatch.scenestats import scene_statistics
+
+    k = 2.0
+    if not sources:
+        return [], spec
+    stats = [scene_statistics(src.read, src.grid, src.aoi, source=src.name) for src in sources]
+    norms = [Normalization.mean_std(m, s, k=k) for m, s in stats]
+    mean = np.mean([m for m, _ in stats], axis=0)
+    std = np.mean([s for _, s in stats], axis=0)
+    fallback = Normalization.mean_std(mean, std, k=k)
+    return norms, BandSpec(bands, Normalization(fallback.low, fallback.high, True, per_scene_k=k))
+
+
 def prepare(cfg: TrainConfig, *, sources=None, model=None):
     """Build everything a run needs (model, datasets, loaders, module) without training.
 
@@ -185,8 +256,18 @@ def prepare(cfg: TrainConfig, *, sources=None, model=None):
     ``model``: a ready model (else built from ``cfg.model``).
     """
     run_dir = Path(cfg.run_dir)
+    manifest = train_obs = val_obs = None
+    if sources is None:
+        from sandwatch.dataset.manifest import load_manifest
+
+        manifest = load_manifest(cfg.manifest)
+        train_obs = manifest.split_of(cfg.data.train_split)
+        val_obs = manifest.split_of(cfg.data.val_split) if cfg.data.val_split else []
+        if not train_obs:
+            raise SandwatchError.about(cfg.manifest, f"has no observation with split '{cfg.data.train_split}'",
+                                       "run `sandwatch dataset split` first (or set split: train in the manifest)")
     if model is None:
-        model, options = _build_model(cfg)
+        model, options = _build_model(cfg, scene_bands(cfg, train_obs) if sources is None else None)
     else:
         from sandwatch.models import set_trainable
 
@@ -198,24 +279,19 @@ def prepare(cfg: TrainConfig, *, sources=None, model=None):
     if arch in MODELS:
         check_window(arch, cfg.data.window)
     spec: BandSpec | None = getattr(model, "band_spec", None)
-    bands = tuple(cfg.model.bands or (spec.bands if spec is not None else ()))
+    bands = tuple(spec.bands if spec is not None else (cfg.model.bands or ()))
     if not bands:
         raise SandwatchError.about("model.bands", f"{arch} has no default bands", "list the bands in model.bands")
     if spec is None or tuple(spec.bands) != bands:
         spec = BandSpec(bands)
 
     if sources is None:
-        from sandwatch.dataset.manifest import load_manifest
-
-        manifest = load_manifest(cfg.manifest)
         buffer_m = cfg.data.aoi_buffer_m if cfg.data.aoi_buffer_m is not None else manifest.aoi_buffer_m
         mk = lambda o: ObservationSource(o, bands, buffer_m=buffer_m, high_weight=cfg.data.high_confidence_weight,  # noqa: E731
-                                         low_weight=cfg.data.low_confidence_weight)
-        train_obs, val_obs = manifest.split_of(cfg.data.train_split), manifest.split_of(cfg.data.val_split)
-        if not train_obs:
-            raise SandwatchError.about(cfg.manifest, f"has no observation with split '{cfg.data.train_split}'",
-                                       "run `sandwatch dataset split` first (or set split: train in the manifest)")
+                                         low_weight=cfg.data.low_confidence_weight,
+                                         low_target=cfg.data.low_confidence_target)
         train_sources, val_sources = [mk(o) for o in train_obs], [mk(o) for o in val_obs]
+        check_scene_bands(train_sources + val_sources, bands)
         from sandwatch.dataset.validate import check_labels   # labels that miss their scene: one line
 
         check_labels([s.obs for s in train_sources + val_sources], [s.grid for s in train_sources + val_sources],
@@ -224,19 +300,20 @@ def prepare(cfg: TrainConfig, *, sources=None, model=None):
         train_sources, val_sources = list(sources[0]), list(sources[1])
 
     plans = plan_scenes([s.aoi for s in train_sources], [s.grid for s in train_sources], cfg.windows_for,
-                        min_aoi_pixels=cfg.data.min_aoi_pixels, names=[s.name for s in train_sources])
+                        min_aoi_pixels=cfg.data.min_aoi_pixels, names=[s.name for s in train_sources],
+                        hard_negatives=cfg.data.hard_negatives, epoch_windows=cfg.data.epoch_windows)
     if not any(p is not None for p in plans):
         raise SandwatchError.about(cfg.manifest, "no training scene has an AOI large enough to sample windows",
                                    "check the rivers/AOI files or lower data.min_aoi_pixels")
-    if cfg.model.normalization == "stats":
-        mean, std = band_statistics(train_sources, plans, size=cfg.data.window, seed=cfg.trainer.seed)
-        spec = BandSpec(bands, Normalization.mean_std(mean, std))
+    train_norms, spec = source_normalizations(cfg, train_sources, bands, spec, plans)
+    val_norms = (source_normalizations(cfg, val_sources, bands, spec)[0]
+                 if cfg.model.normalization == "scene" else spec.normalization)
 
     size, seed = cfg.data.window, cfg.trainer.seed
     cache = None
     if cfg.use_cache:
         pools = [0 if p is None else (cfg.cache.pool_per_scene or math.ceil(p.n_windows / 8)) for p in plans]
-        train_ds = PoolWindows(train_sources, plans, spec.normalization, size=size, seed=seed,
+        train_ds = PoolWindows(train_sources, plans, train_norms, size=size, seed=seed,
                                rot90=cfg.data.rot90, flip=cfg.data.flip, pool_sizes=pools)
         cache = FeatureCache(int(cfg.cache.max_gb * 1e9), cfg.cache.storage,
                              cfg.cache.dir or run_dir / "feature-cache",
@@ -244,15 +321,15 @@ def prepare(cfg: TrainConfig, *, sources=None, model=None):
         train_ds.cached_keys = cache.keys()
         collate = collate_pool
     else:
-        train_ds = TrainWindows(train_sources, plans, spec.normalization, size=size, seed=seed,
-                                rot90=cfg.data.rot90, flip=cfg.data.flip)
+        train_ds = TrainWindows(train_sources, plans, train_norms, size=size, seed=seed,
+                                rot90=cfg.data.rot90, flip=cfg.data.flip, augment=cfg.augment, bands=bands)
         collate = None
     sampler = EpochSampler(train_ds.counts, seed=seed)
     train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate,
                               drop_last=False, **_loader_kwargs(cfg.data.num_workers))
     val_loader = None
     if val_sources:
-        val_ds = ValWindows(val_sources, spec.normalization, size=size, stride=cfg.data.val_stride)
+        val_ds = ValWindows(val_sources, val_norms, size=size, stride=cfg.data.val_stride)
         if len(val_ds):
             val_loader = DataLoader(val_ds, batch_size=cfg.val_batch_size, shuffle=False,
                                     **_loader_kwargs(cfg.data.num_workers))
@@ -262,14 +339,30 @@ def prepare(cfg: TrainConfig, *, sources=None, model=None):
     module = SegmentationTask(
         model, arch=arch, band_spec=spec, options=options, window=size, lr=cfg.lr,
         weight_decay=cfg.optim.weight_decay, pos_weight=cfg.loss.pos_weight, dice_weight=cfg.loss.dice_weight,
+        focal_gamma=cfg.loss.focal_gamma, lovasz_weight=cfg.loss.lovasz_weight,
         seed=seed, cache=cache, overlays=cfg.tracking.overlays, plots_dir=str(run_dir / "plots"),
-        schedule=cfg.optim.schedule, epochs=cfg.optim.epochs,
+        schedule=cfg.optim.schedule, total_steps=total_steps(cfg, len(train_loader)), warmup=cfg.optim.warmup,
+        calibrate=cfg.calibration.enabled, fit_temperature=cfg.calibration.temperature,
+        min_calibration_positives=cfg.calibration.min_positives,
         metadata={"config": json.loads(json.dumps(cfg.model_dump(mode="json"))),
                   "train_observations": [s.name for s in train_sources],
                   "val_observations": [s.name for s in val_sources]})
     if cache is not None:
         module.pool_dataset = train_ds
     return module, train_loader, val_loader, sampler
+
+
+def epochs_needed(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    """Epochs of the run: ``optim.epochs``, or with a budget in steps (``optim.steps``) the
+    whole epochs that hold it (every epoch ends with a validation and a checkpoint)."""
+    if cfg.optim.steps:
+        return max(1, math.ceil(cfg.optim.steps / max(1, steps_per_epoch)))
+    return cfg.optim.epochs
+
+
+def total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int:
+    """Optimiser steps of the whole run (what the LR schedule spans)."""
+    return epochs_needed(cfg, steps_per_epoch) * max(1, steps_per_epoch)
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, sources=None, model=None,
@@ -308,15 +401,18 @@ def train(cfg: TrainConfig, *, resume: bool = False, sources=None, model=None,
     # two checkpoint callbacks (this Lightning writes save_last only when the top-k one saved):
     # best by validation AP, and last every epoch. Lightning runs them after every other callback.
     if has_val:
-        cbs.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_ap", mode="max", save_top_k=1,
+        cbs.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_select", mode="max", save_top_k=1,
                                    enable_version_counter=False, every_n_epochs=1))
     cbs.append(ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
                                enable_version_counter=False, every_n_epochs=1))
     if cfg.trainer.progress_bar:
         cbs.append(TQDMProgressBar(refresh_rate=1))
     cbs.extend(callbacks or [])
+    if has_val and cfg.optim.early_stop:
+        cbs.append(EarlyStopping(monitor="val_select", mode="max", patience=cfg.optim.early_stop, check_finite=False))
+    epochs = epochs_needed(cfg, len(train_loader))
     trainer = L.Trainer(
-        max_epochs=min(cfg.optim.epochs, max_epochs) if max_epochs else cfg.optim.epochs,
+        max_epochs=min(epochs, max_epochs) if max_epochs else epochs,
         accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, strategy=cfg.trainer.strategy,
         precision=cfg.trainer.precision, deterministic=cfg.trainer.deterministic, logger=logger,
         callbacks=cbs, default_root_dir=str(run_dir), num_sanity_val_steps=0, use_distributed_sampler=False,

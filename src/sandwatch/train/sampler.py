@@ -89,11 +89,17 @@ def item_rng(seed: int, epoch: int, scene: int, k: int) -> np.random.Generator:
 
 @dataclass
 class SceneWindows:
-    """The AOI of one scene, ready to draw windows from."""
+    """The AOI of one scene, ready to draw windows from.
+
+    With ``hard_negatives`` > 0 that share of the windows is centred outside the AOI (drawn
+    uniformly in ``outside``, the rest of the scene): land far from the river that a model
+    predicting whole scenes must learn to leave alone."""
 
     grid: Grid
     sampler: PolygonSampler
     n_windows: int
+    outside: PolygonSampler | None = None
+    hard_negatives: float = 0.0
 
     @property
     def aoi_pixels(self) -> float:
@@ -103,7 +109,10 @@ class SceneWindows:
                flip: bool = True) -> tuple[Window, int]:
         """The k-th window of this scene in ``epoch`` and its dihedral variant (0..7)."""
         rng = item_rng(seed, epoch, scene, k)
-        (x, y), = self.sampler.sample(rng, 1)
+        sampler = self.sampler
+        if self.hard_negatives > 0 and self.outside is not None and rng.random() < self.hard_negatives:
+            sampler = self.outside
+        (x, y), = sampler.sample(rng, 1)
         d = int(rng.integers(0, 8))
         if not rot90:
             d = d & 4  # keep only the flip bit
@@ -117,10 +126,14 @@ def aoi_pixel_sampler(aoi, grid: Grid) -> PolygonSampler:
 
 
 def plan_scenes(aois: Sequence[BaseGeometry | None], grids: Sequence[Grid], windows_for, *,
-                min_aoi_pixels: int = 1, names: Sequence[str] | None = None) -> list[SceneWindows | None]:
+                min_aoi_pixels: int = 1, names: Sequence[str] | None = None, hard_negatives: float = 0.0,
+                epoch_windows: int | None = None) -> list[SceneWindows | None]:
     """One :class:`SceneWindows` per scene, or None (with a warning) when its AOI is too small.
 
-    ``windows_for(aoi_pixels) -> int`` is the per-epoch count (published: ceil(px / 160^2) x 2).
+    ``windows_for(aoi_pixels) -> int`` is the per-epoch count (published: ceil(px / 160^2) x 2);
+    ``epoch_windows`` instead shares a fixed number of windows per epoch among the scenes in
+    proportion to their AOI area (at least one each). ``hard_negatives``: see
+    :class:`SceneWindows`.
     """
     out: list[SceneWindows | None] = []
     for i, (aoi, grid) in enumerate(zip(aois, grids)):
@@ -131,7 +144,16 @@ def plan_scenes(aois: Sequence[BaseGeometry | None], grids: Sequence[Grid], wind
                           "scene skipped for training", stacklevel=2)
             out.append(None)
             continue
-        out.append(SceneWindows(grid, sampler, int(windows_for(sampler.area))))
+        outside = None
+        if hard_negatives > 0 and aoi is not None:
+            rest = box(0, 0, grid.width, grid.height).difference(to_pixel_coords(aoi, grid))
+            outside = PolygonSampler(rest) if rest.area >= 1 else None
+        out.append(SceneWindows(grid, sampler, int(windows_for(sampler.area)), outside, float(hard_negatives)))
+    if epoch_windows is not None:
+        live = [p for p in out if p is not None]
+        total = sum(p.aoi_pixels for p in live)
+        for p in live:
+            p.n_windows = max(1, round(epoch_windows * p.aoi_pixels / total))
     return out
 
 
