@@ -16,11 +16,8 @@ import click
                    "on everything (K + 1 trainings; see below).")
 @click.option("--fold-seed", type=int, default=0, show_default=True,
               help="With --folds: seed that breaks ties when clusters are dealt to folds.")
-@click.option("--score", "score", type=click.Choice(["best", "last"]), default="best", show_default=True,
-              help="With --folds: the checkpoint of each fold that is scored (best: best AP on the held-out "
-                   "fold, a little optimistic; last: the last epoch, the final model's rule).")
 @click.option("--no-final", is_flag=True, help="With --folds: skip the final training on every observation.")
-def train(config, overrides, resume, print_config, folds, fold_seed, score, no_final):
+def train(config, overrides, resume, print_config, folds, fold_seed, no_final):
     """Train a model on a dataset manifest, as one YAML CONFIG file says.
 
     Windows of 160 px are drawn with their centre uniformly inside each training scene's river
@@ -51,7 +48,8 @@ def train(config, overrides, resume, print_config, folds, fold_seed, score, no_f
     Cross-validation (--folds K): one train/val split of a few images is mostly noise. With
     --folds every observation of the manifest (whatever its split) is held out exactly once,
     always with its whole geographic cluster (run `sandwatch dataset split` first: it sets the
-    clusters; K may not exceed their number). Each fold trains with the same settings, then
+    clusters; K may not exceed their number). Each fold trains with the same settings but
+    without validation (its held-out scenes never choose, calibrate or stop its training), then
     predicts its held-out scenes and scores them exactly (AP, F1 at 0.5, best F1; whole image
     and inside the AOI). Last, the final model trains on every observation, without validation.
     It takes K + 1 trainings (each as long as one ordinary run on that many images) plus one
@@ -72,8 +70,7 @@ def train(config, overrides, resume, print_config, folds, fold_seed, score, no_f
     if folds is not None:
         from sandwatch.train.cv import cross_validate, format_cv_table
 
-        cv = cross_validate(cfg, folds, seed=fold_seed, final=not no_final, checkpoint=score,
-                            progress=cfg.trainer.progress_bar, log=lambda text: click.echo(text, err=True))
+        cv = cross_validate(cfg, folds, seed=fold_seed, final=not no_final, progress=cfg.trainer.progress_bar, log=lambda text: click.echo(text, err=True))
         click.echo(format_cv_table(cv))
         click.echo(f"metrics: {cv.run_dir / 'cv.json'}, {cv.run_dir / 'cv.csv'}")
         if cv.final is not None:

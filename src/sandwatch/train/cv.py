@@ -22,7 +22,7 @@ in an order shuffled by ``seed``) to the fold with the fewest observations so fa
 fewest clusters, then the lowest number), so folds are as even as whole clusters allow and every
 fold has at least one cluster. Same clusters + same seed -> same folds.
 
-Scores: each fold's checkpoint (``best.pt`` by default) predicts the fold's held-out scenes
+Scores: each fold's checkpoint (``best.pt``) predicts the fold's held-out scenes
 (:func:`sandwatch.evaluate.core.predict_split`, whole scenes) and
 :func:`sandwatch.evaluate.core.evaluate_predictions` scores them: pooled AP, precision, recall
 and F1 at 0.5, best F1, over the whole image and inside the AOI. ``mean`` and ``std`` (sample
@@ -30,9 +30,11 @@ standard deviation, ddof=1) are over the folds that have a value (AP is undefine
 without mine pixels); ``pooled`` pools the pixels of every held-out observation of every fold
 (one out-of-fold score, the steadiest figure when folds are small).
 
-``best.pt`` is the epoch with the best AP *on the held-out fold itself*, so its score is a little
-optimistic, and the final model (no validation) is its last epoch; ``checkpoint="last"`` scores
-the folds' last epochs instead, the same rule as the final model.
+A fold trains **without validation** (``data.val_split: null``): nothing of its held-out clusters
+reaches training, neither the choice of the best checkpoint, nor a calibrated threshold, nor early
+stopping, so the fold scores are honest out-of-fold figures. Its ``best.pt`` is then its last
+epoch, the same rule as the final model's. (A recipe that relies on validation, e.g. for its
+threshold, is scored here without it; the final model is trained the same way.)
 
 Resuming: a second call with the same arguments continues. A fold with ``trained.json`` is not
 trained again; a fold with a ``last.ckpt`` but no ``trained.json`` is resumed (``resume=True``);
@@ -53,7 +55,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -157,12 +159,11 @@ class CVResult:
     summary: dict[str, dict[str, dict[str, float | int | None]]]  # scope -> metric -> mean, std, n
     pooled: dict[str, dict[str, Any]]                              # scope -> PRMetrics dict
     final: Path | None
-    scored: Literal["best", "last"] = "best"
     seed: int = 0
     config: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"folds": len(self.folds), "seed": self.seed, "scored_checkpoint": self.scored, "config": self.config,
+        return {"folds": len(self.folds), "seed": self.seed, "config": self.config,
                 "fold_results": [f.to_dict() for f in self.folds], "summary": self.summary, "pooled": self.pooled,
                 "final_checkpoint": None if self.final is None else str(self.final)}
 
@@ -274,10 +275,12 @@ def _check_plan(run_dir: Path, plan: dict) -> None:
 
 
 def _sub_config(cfg: TrainConfig, run_dir: Path, manifest: Path, suffix: str) -> TrainConfig:
-    """``cfg`` with its own run_dir and manifest (splits train/val); every training setting kept."""
+    """``cfg`` with its own run_dir and manifest, training on split=train without validation;
+    every training setting kept."""
     data = cfg.model_dump(mode="json")
     data["run_dir"], data["manifest"] = str(run_dir), str(manifest)
-    data["data"]["train_split"], data["data"]["val_split"] = "train", "val"
+    # no validation: the held-out fold must not choose, calibrate or stop the training
+    data["data"]["train_split"], data["data"]["val_split"] = "train", None
     if data["tracking"].get("run_name"):  # several runs under one name would mix in a shared tracker
         data["tracking"]["run_name"] = f"{data['tracking']['run_name']}-{suffix}"
     return TrainConfig.model_validate(data)
@@ -309,14 +312,14 @@ def _pr_metrics(acc, threshold: float) -> dict[str, Any]:
 
 
 def cross_validate(cfg: TrainConfig, folds: int, *, seed: int = 0, final: bool = True, progress: bool = True,
-                   checkpoint: Literal["best", "last"] = "best", edge: int | None = None, eval_config=None,
+                   edge: int | None = None, eval_config=None,
                    log: Callable[[str], None] | None = None) -> CVResult:
     """K-fold cross-validation over the geographic clusters of ``cfg.manifest``, then (``final``)
     the model trained on every observation. See the module docstring for the rules and the files.
 
     ``cfg.run_dir`` is the cross-validation's folder; each fold trains with ``cfg``'s settings.
-    ``seed``: the fold assignment's (the trainings keep ``cfg.trainer.seed``). ``checkpoint``: which
-    of a fold's checkpoints is scored. ``edge``: pixels discarded at each window edge when predicting
+    ``seed``: the fold assignment's (the trainings keep ``cfg.trainer.seed``). ``edge``: pixels
+    discarded at each window edge when predicting
     the held-out scenes (None: the published 30, at most a quarter of the window). ``eval_config``:
     an :class:`~sandwatch.evaluate.core.EvalConfig` (None: the published evaluation). ``log``: where
     progress lines go (None: standard error when ``progress``, else nowhere).
@@ -326,8 +329,6 @@ def cross_validate(cfg: TrainConfig, folds: int, *, seed: int = 0, final: bool =
     from sandwatch.evaluate.core import EvalConfig, evaluate_predictions, predict_split
     from sandwatch.evaluate.metrics import PRAccumulator
 
-    if checkpoint not in ("best", "last"):
-        raise SandwatchError.about("checkpoint", f"unknown choice {checkpoint!r}", "use 'best' or 'last'")
     if log is None:
         log = (lambda text: print(text, file=sys.stderr, flush=True)) if progress else (lambda text: None)
     eval_config = eval_config or EvalConfig(progress=progress)
@@ -337,7 +338,7 @@ def cross_validate(cfg: TrainConfig, folds: int, *, seed: int = 0, final: bool =
     assignment = plan_folds(manifest, folds, seed, source=cfg.manifest)
     clusters_of = {k: sorted({int(o.cluster) for o in manifest.observations if assignment[o.id] == k})
                    for k in range(folds)}
-    _check_plan(run_dir, {"folds": folds, "seed": seed, "scored_checkpoint": checkpoint, "edge": edge,
+    _check_plan(run_dir, {"folds": folds, "seed": seed, "edge": edge,
                           "evaluation": eval_config.to_dict(), "observations": dict(sorted(assignment.items())),
                           "settings": _settings(cfg)})
     log(f"cross-validation: {len(manifest.observations)} observations in "
@@ -352,13 +353,13 @@ def cross_validate(cfg: TrainConfig, folds: int, *, seed: int = 0, final: bool =
         manifest_path = fold_dir / "manifest.yaml"
         save_manifest(fm, manifest_path)
         fold_cfg = _sub_config(cfg, fold_dir, manifest_path, f"fold{k}")
-        ckpt = fold_dir / "checkpoints" / f"{checkpoint}.pt"
+        ckpt = fold_dir / "checkpoints" / "best.pt"
         scores_path = fold_dir / "scores.json"
         reused = scores_path.is_file() and ckpt.is_file()
         if not reused:
             _train_once(fold_cfg, log, f"fold {k + 1}/{folds}")
         if not ckpt.is_file():
-            raise SandwatchError.about(fold_dir, f"training ended without checkpoints/{checkpoint}.pt",
+            raise SandwatchError.about(fold_dir, "training ended without checkpoints/best.pt",
                                        "check the fold's log and metrics.json, then run again")
         # predict_split keeps maps that exist, so a re-run only reads them again (to pool them)
         maps, n_params, _ = predict_split(ckpt, fm, fold_dir / "predictions", split="val", edge=edge,
@@ -396,6 +397,6 @@ def cross_validate(cfg: TrainConfig, folds: int, *, seed: int = 0, final: bool =
     pooled_metrics = {s: _pr_metrics(a, threshold) for s, a in pooled.items()
                       if any(s in f.metrics for f in fold_results)}
     out = CVResult(run_dir=run_dir, folds=fold_results, summary=summarise(fold_results), pooled=pooled_metrics,
-                   final=final_ckpt, scored=checkpoint, seed=seed, config=cfg.model_dump(mode="json"))
+                   final=final_ckpt, seed=seed, config=cfg.model_dump(mode="json"))
     write_cv_outputs(out)
     return out
