@@ -54,7 +54,7 @@ def main(argv=None):
     for name in args.models.split(","):
         torch.manual_seed(0)
         model = build_model(name).eval()
-        set_trainable(model, MODELS[name].default_mode)
+        set_trainable(model, MODELS[name].freeze_encoder)
         x = torch.rand(args.batch, len(model.band_spec.bands), args.window, args.window)
         fpp = flops_per_pixel(model, args.window)
         t32, y32 = timed(model, x, args.repeats, bf16=False)

@@ -71,7 +71,7 @@ def step_costs(reps: int = 5, batch: int = 8, window: int = 160) -> dict:
 
     res = {}
     for dec_name, dec in DECODERS:
-        model = set_trainable(build_model("ssl4eo-resnet50", decoder_channels=dec), "linear_probe").train()
+        model = set_trainable(build_model("ssl4eo-resnet50", decoder_channels=dec), True).train()
         task = SegmentationTask(model, arch="ssl4eo-resnet50", band_spec=BandSpec(model.band_spec.bands),
                                 window=window, cache=FeatureCache(10**10))
         opt = task.configure_optimizers()

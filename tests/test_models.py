@@ -238,8 +238,8 @@ def _train_steps(model, steps=3):
 
 def test_frozen_encoder_comes_out_of_training_bit_identical():
     torch.manual_seed(0)
-    model = build_model("ssl4eo-resnet18", mode="linear_probe")
-    assert model.train_mode == "linear_probe"
+    model = build_model("ssl4eo-resnet18", freeze_encoder=True)
+    assert model.encoder_frozen
     enc_before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
     dec_before = {k: v.clone() for k, v in model.decoder.state_dict().items()}
     _train_steps(model)
@@ -249,7 +249,7 @@ def test_frozen_encoder_comes_out_of_training_bit_identical():
     assert any(not torch.equal(v, dec_before[k]) for k, v in model.decoder.state_dict().items())
     assert count_parameters(model, trainable_only=True) == count_parameters(model.decoder)
     # fine-tuning moves the encoder
-    set_trainable(model, "finetune")
+    set_trainable(model, False)
     _train_steps(model, 1)
     assert not torch.equal(model.encoder.conv1.weight, enc_before["conv1.weight"])
     with pytest.raises(SandwatchError, match="linear_probe"):

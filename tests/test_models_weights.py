@@ -80,10 +80,10 @@ def test_ssl4eo_moco_layout_loads_exactly_and_freezes(tmp_path):
     x = torch.rand(1, 13, 64, 64)
     with torch.no_grad():
         assert (model(x) - fresh(x)).abs().max() > 1e-3
-    assert model.train_mode == "linear_probe"
+    assert model.encoder_frozen
     assert not any(p.requires_grad for p in model.encoder.parameters())
     assert "weights" not in model.options  # a checkpoint will not point at this file
-    assert build_model("ssl4eo-resnet18", weights=path, mode="finetune").train_mode == "finetune"
+    assert not build_model("ssl4eo-resnet18", weights=path, freeze_encoder=False).encoder_frozen
 
 
 def test_torchgeo_timm_layout_recognises_resnet50(tmp_path):

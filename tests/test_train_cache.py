@@ -77,7 +77,7 @@ def test_cached_decoder_equals_full_model(tmp_path):
     from sandwatch.train.cache import FeatureCache
     from sandwatch.train.module import SegmentationTask
 
-    model = set_trainable(unet(), "linear_probe").eval()
+    model = set_trainable(unet(), True).eval()
     task = SegmentationTask(model, arch="unet", band_spec=BandSpec(tuple(BANDS)), window=32,
                             cache=FeatureCache(10**9, dtype=torch.float32))
     x = torch.rand(3, 3, 32, 32)

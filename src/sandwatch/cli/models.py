@@ -6,13 +6,6 @@ import json
 
 import click
 
-LAYOUT_NAMES = {
-    "ssl4eo-moco": "original SSL4EO-S12 MoCo checkpoint (state_dict, module.encoder_q.*)",
-    "timm": "torchgeo/timm plain ResNet state dict",
-    "satmae": "Spectral SatMAE checkpoint (model, args)",
-    "sandwatch": "sandwatch checkpoint (written by sandwatch train)",
-}
-
 
 def _millions(n: int) -> str:
     return f"{n / 1e6:.2f} M" if n >= 1e5 else f"{n:,}"
@@ -29,9 +22,10 @@ def _bands_text(bands) -> str:
 def models(ctx, as_json):
     """The model zoo: list architectures, inspect weight files.
 
-    With no sub-command, lists every model with its input bands, total parameters and the
+    With no sub-command, lists every model with its input bands, total parameters, the
     parameters that train by default (linear probing for the pretrained encoders: only the
-    decoder; everything for the U-Net, which trains from scratch).
+    decoder; everything for the U-Net, which trains from scratch), the published learning
+    rate and batch size, and the weight-file layouts it reads.
 
     \b
     Examples:
@@ -42,21 +36,27 @@ def models(ctx, as_json):
     """
     if ctx.invoked_subcommand is not None:
         return
-    from sandwatch.models.registry import parameter_table
+    from sandwatch.models.registry import LAYOUTS, parameter_table
 
     rows = parameter_table()
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    head = f"{'name':<17} {'bands':<46} {'parameters':>11} {'trainable':>11}  {'default':<12} window  weights"
+    head = (f"{'name':<17} {'bands':<46} {'parameters':>11} {'trainable':>11}  {'encoder':<8} "
+            f"{'lr':>7} {'batch':>5}  window  weights")
     click.echo(head)
     click.echo("-" * len(head))
     for r in rows:
         bands = ",".join(r["bands"])
         bands = bands if len(bands) <= 46 else bands[:43] + "..."
         click.echo(f"{r['name']:<17} {bands:<46} {_millions(r['parameters']):>11} {_millions(r['trainable']):>11}  "
-                   f"{r['default_mode']:<12} x{r['window_multiple']:<5} {','.join(r['weights']) or '-'}")
-    click.echo("\ntrainable = parameters that train in the default mode (linear_probe: decoder only).")
+                   f"{'frozen' if r['freeze_encoder'] else 'trained':<8} {r['lr']:>7g} {r['batch_size']:>5}  "
+                   f"x{r['window_multiple']:<5} {','.join(r['weights']) or '-'}")
+    click.echo("\ntrainable = parameters that train by default (encoder frozen: the decoder only); "
+               "lr, batch = the published values.")
+    click.echo("weight layouts (`sandwatch models inspect FILE` checks a file):")
+    for layout in LAYOUTS.values():
+        click.echo(f"  {layout.name}: {layout.description}")
 
 
 @models.command("inspect")
@@ -70,9 +70,8 @@ def models(ctx, as_json):
 def inspect(ctx, weights, arch, bands, as_json, verbose):
     """Check that a pretrained weights file loads, before a long training job.
 
-    Recognises the layout (original SSL4EO-S12 MoCo, torchgeo/timm, Spectral SatMAE, or a
-    sandwatch checkpoint), the architecture and the band count; loads the file into the
-    matching model and prints the loaded, missing and unexpected tensors. Exits with status 1
+    Recognises the layout (any the zoo reads, listed by `sandwatch models`, or a sandwatch
+    checkpoint), the architecture and the band count; loads the file into the matching model and prints the loaded, missing and unexpected tensors. Exits with status 1
     when the file would not load, 2 when it cannot be read. A file that needs unsafe
     unpickling (anything beyond tensors, plain containers and argparse.Namespace) is refused
     without running any of it.
@@ -82,7 +81,8 @@ def inspect(ctx, weights, arch, bands, as_json, verbose):
       sandwatch models inspect ~/weights/B13_rn18_moco_0099_ckpt.pth
     """
     from sandwatch.bands import parse_band_list
-    from sandwatch.models.weights import inspect_weights
+    from sandwatch.models.registry import inspect_weights
+    from sandwatch.models.weights import describe_layout
 
     band_list = parse_band_list(bands) if bands else None
     result = inspect_weights(weights, arch=arch, bands=band_list)
@@ -91,7 +91,7 @@ def inspect(ctx, weights, arch, bands, as_json, verbose):
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
         click.echo(f"file:        {wf.path}")
-        click.echo(f"layout:      {wf.layout}: {LAYOUT_NAMES.get(wf.layout, '')}")
+        click.echo(f"layout:      {wf.layout}: {describe_layout(wf.layout)}")
         detected = wf.arch or "not recognised"
         click.echo(f"architecture: {result.arch}" + ("" if wf.arch == result.arch else f" (file looks like: {detected})"))
         click.echo(f"file bands:  {wf.n_bands if wf.n_bands else '?'} input channels")

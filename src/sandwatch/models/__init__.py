@@ -7,42 +7,80 @@
     logits = model(x)                      # (N, 13, H, W) normalised -> (N, 1, H, W)
     feats = model.encoder(x)               # list of tensors (cacheable when frozen)
     logits = model.decoder_forward(feats, x.shape[-2:])
+    set_trainable(model, frozen=False)     # fine-tune the encoder too
 
-Registry names: ``unet``, ``ssl4eo-resnet18``, ``ssl4eo-resnet50``, ``satmae-base``,
-``satmae-large``. See :mod:`sandwatch.models.registry` (specs, normalisations),
-:mod:`sandwatch.models.weights` (file layouts, loading, inspection) and
-:mod:`sandwatch.models.base` (encoder/decoder split, freezing).
+The architectures are listed by ``sandwatch models`` (:data:`MODELS`). Each family module
+(:mod:`~sandwatch.models.unet`, :mod:`~sandwatch.models.resnet_unet`,
+:mod:`~sandwatch.models.satmae`) declares its own :class:`ModelSpec` and weight layouts
+(:mod:`sandwatch.models.spec`); :mod:`sandwatch.models.zoo` collects them with one
+:func:`register` line per family. See :mod:`sandwatch.models.registry` (building by name),
+:mod:`sandwatch.models.weights` (reading weight files) and :mod:`sandwatch.models.base`
+(encoder/decoder split, freezing).
+
+Imports within the package go one way: base, spec -> families -> zoo -> weights -> registry
+-> checkpoint.
 """
 
 from sandwatch.models.base import SegmentationModel, count_parameters, set_trainable
 from sandwatch.models.checkpoint import Checkpoint
 from sandwatch.models.registry import (
-    L2A_MEAN,
-    L2A_STD,
-    MODELS,
-    ModelSpec,
+    Inspection,
     build_model,
-    channelwise_normalization,
     check_window,
     default_band_spec,
-    get_spec,
+    inspect_weights,
     parameter_table,
     prepare_input,
     select_bands,
+)
+from sandwatch.models.spec import (
+    L2A_MEAN,
+    L2A_STD,
+    FileFacts,
+    ModelSpec,
+    WeightLayout,
+    channelwise_normalization,
+    reflectance_01,
 )
 from sandwatch.models.weights import (
     LoadReport,
     WeightsFile,
     detect_layout,
-    inspect_weights,
     load_pretrained,
     read_weights,
     safe_load,
 )
+from sandwatch.models.zoo import LAYOUTS, MODELS, get_spec, register, unregister
 
 __all__ = [
-    "Checkpoint", "L2A_MEAN", "L2A_STD", "LoadReport", "MODELS", "ModelSpec", "SegmentationModel", "WeightsFile",
-    "build_model", "channelwise_normalization", "check_window", "count_parameters", "default_band_spec",
-    "detect_layout", "get_spec", "inspect_weights", "load_pretrained", "parameter_table", "prepare_input",
-    "read_weights", "safe_load", "select_bands", "set_trainable",
+    "L2A_MEAN",
+    "L2A_STD",
+    "LAYOUTS",
+    "MODELS",
+    "Checkpoint",
+    "FileFacts",
+    "Inspection",
+    "LoadReport",
+    "ModelSpec",
+    "SegmentationModel",
+    "WeightLayout",
+    "WeightsFile",
+    "build_model",
+    "channelwise_normalization",
+    "check_window",
+    "count_parameters",
+    "default_band_spec",
+    "detect_layout",
+    "get_spec",
+    "inspect_weights",
+    "load_pretrained",
+    "parameter_table",
+    "prepare_input",
+    "read_weights",
+    "reflectance_01",
+    "register",
+    "safe_load",
+    "select_bands",
+    "set_trainable",
+    "unregister",
 ]

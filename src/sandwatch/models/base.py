@@ -11,22 +11,23 @@ size. It is split in two halves so that training can freeze and cache the encode
 
 ``forward(x) == decoder_forward(encoder(x), x.shape[-2:])``.
 
-Freezing (:func:`set_trainable`): in ``"linear_probe"`` mode the encoder's parameters get
-``requires_grad=False`` and the encoder stays in eval mode even when ``model.train()`` is
+Freezing (:func:`set_trainable`): with ``frozen=True`` (linear probing) the encoder's parameters
+get ``requires_grad=False`` and the encoder stays in eval mode even when ``model.train()`` is
 called, so batch-norm running statistics do not move either: a frozen encoder comes out of
-training bit-identical. ``"finetune"`` trains everything.
+training bit-identical. ``frozen=False`` (fine-tuning) trains everything. The same boolean is
+``build_model(..., freeze_encoder=)``, :attr:`ModelSpec.freeze_encoder` (the default when
+pretrained weights are loaded) and the training config's ``model.freeze_encoder``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
-TrainMode = Literal["linear_probe", "finetune"]
-TRAIN_MODES: tuple[str, ...] = ("linear_probe", "finetune")
+from sandwatch.errors import SandwatchError
 
 
 class SegmentationModel(nn.Module):
@@ -56,27 +57,15 @@ class SegmentationModel(nn.Module):
             self.encoder.eval()
         return self
 
-    @property
-    def train_mode(self) -> str:
-        return "linear_probe" if self.encoder_frozen else "finetune"
 
-
-def set_trainable(model: SegmentationModel, mode: str | None = None) -> SegmentationModel:
-    """Freeze the encoder (``"linear_probe"``) or train everything (``"finetune"``).
-
-    ``mode=None`` takes the registry's default for the model's architecture
-    (``MODELS[arch].default_mode``). Returns the model for chaining.
-    """
-    if mode is None:
-        from sandwatch.models.registry import MODELS
-
-        spec = MODELS.get(getattr(model, "arch", ""))
-        mode = spec.default_mode if spec is not None else "finetune"
-    if mode not in TRAIN_MODES:
-        from sandwatch.errors import SandwatchError
-
-        raise SandwatchError.about("mode", f"unknown training mode {mode!r}", f"use one of {', '.join(TRAIN_MODES)}")
-    frozen = mode == "linear_probe"
+def set_trainable(model: SegmentationModel, frozen: bool) -> SegmentationModel:
+    """Freeze the encoder (``frozen=True``: linear probing, only the decoder trains) or train
+    everything (``frozen=False``: fine-tuning). Returns the model for chaining."""
+    if not isinstance(frozen, bool):
+        raise SandwatchError.about(
+            "frozen", f"is {frozen!r}, not True or False",
+            "pass True to freeze the encoder (the former mode 'linear_probe') or False to train everything "
+            "(the former 'finetune')")
     model.encoder_frozen = frozen
     for p in model.encoder.parameters():
         p.requires_grad_(not frozen)

@@ -33,6 +33,7 @@ import torch
 from sandwatch.bands import BandSpec, Normalization
 from sandwatch.errors import SandwatchError
 from sandwatch.io import atomic_output
+from sandwatch.models.registry import MODELS, build_model, check_window, get_spec
 
 FORMAT = "sandwatch-checkpoint/1"
 
@@ -90,8 +91,6 @@ class Checkpoint:
         """A checkpoint describing ``model`` as built by :func:`sandwatch.models.build_model`
         (its ``arch``, ``options`` and ``band_spec``); ``band_spec`` overrides the normalisation
         (e.g. statistics measured on the training scenes), ``window`` defaults to the registry's."""
-        from sandwatch.models.registry import check_window, get_spec
-
         arch = getattr(model, "arch", "")
         spec = get_spec(arch)
         band_spec = band_spec or model.band_spec
@@ -126,8 +125,6 @@ class Checkpoint:
 
     def build_model(self, device: str | torch.device = "cpu") -> torch.nn.Module:
         """The model with these weights, in eval mode, on ``device``."""
-        from sandwatch.models.registry import build_model
-
         model = build_model(self.arch, bands=self.bands, **self.options)
         missing, unexpected = model.load_state_dict(self.state_dict, strict=False)
         if missing or unexpected:
@@ -202,7 +199,6 @@ def validate_fields(d: dict[str, Any], source: object = "checkpoint") -> dict[st
     checked against what the architecture accepts; a one-line error naming ``source`` and the
     field otherwise. Shapes of the weights are checked by :func:`check_weights`."""
     from sandwatch.bands import canonical_band
-    from sandwatch.models.registry import MODELS
 
     arch = d.get("arch")
     if not isinstance(arch, str) or arch.strip().lower() not in MODELS:
@@ -290,8 +286,6 @@ def physical_memory_bytes() -> int | None:
 
 
 def _meta_model(ckpt: "Checkpoint", source):
-    from sandwatch.models.registry import build_model
-
     try:
         with torch.device("meta"):
             return build_model(ckpt.arch, bands=ckpt.bands, **ckpt.options)

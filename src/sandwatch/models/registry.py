@@ -1,4 +1,4 @@
-"""The model zoo: one registry entry per architecture and one function to build any of them.
+"""Build any model of the zoo by name, and the band and window rules around it.
 
 ::
 
@@ -6,197 +6,77 @@
     model = build_model("unet", bands=["R", "G", "B"], width=16)       # any band set
     model = build_model("ssl4eo-resnet50", weights="B13_rn50_moco_0099.pth")  # frozen encoder
     model = build_model("satmae-large", weights="pretrain-vit-large-e199.pth")
-    spec = default_band_spec("satmae-base")   # bands + mean +- 2 std normalisation
+    spec = default_band_spec("satmae-base")   # bands + the published normalisation
 
-Each :class:`ModelSpec` declares the input bands (by name), the default normalisation, the
-window constraint, the default options and whether the encoder is frozen by default.
-
-Normalisations (inputs are reflectance, as :meth:`Scene.read` returns them):
-
-* ``unet``: ``[mean - 2 std, mean + 2 std]`` of the L2A statistics of the field guide
-  (``L2A_MEAN`` / ``L2A_STD``, digital numbers, scale 1e-4) for Sentinel-2 bands; true-colour
-  bands (R, G, B, already reflectance-like in [0, 1]) and B10 map ``[0, 1]``. Training may
-  replace these with statistics measured on its own scenes.
-* ``ssl4eo-*``: reflectance clipped to [0, 1] (SSL4EO-S12: DN / 10000, clipped).
-* ``satmae-*``: ``[mean - 2 std, mean + 2 std]`` of the L2A statistics (the published
-  "ChannelWise" normalisation).
+Nothing here knows one architecture from another: each family module declares its
+:class:`ModelSpec` (bands, normalisation, window constraint, options, default freezing,
+published learning rate and batch size, weight layouts; see :mod:`sandwatch.models.spec`) and
+:mod:`sandwatch.models.zoo` collects them (:data:`MODELS`, :func:`register`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from sandwatch.bands import L1C_BANDS, BandSpec, Normalization, match_bands, parse_band_list
+from sandwatch.bands import BandSpec, match_bands
 from sandwatch.errors import SandwatchError
 from sandwatch.models.base import SegmentationModel, count_parameters, set_trainable
-from sandwatch.models.satmae import SATMAE_BANDS, SATMAE_SIZES
-
-#: L2A band means and standard deviations in digital numbers (field guide, section 3).
-L2A_MEAN: dict[str, float] = dict(zip(
-    ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"),
-    (1370.19, 1184.38, 1120.77, 1136.26, 1263.74, 1645.40, 1846.87, 1762.60, 1972.62, 582.73, 1732.16, 1247.92)))
-L2A_STD: dict[str, float] = dict(zip(
-    ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"),
-    (633.15, 650.28, 712.13, 965.23, 948.98, 1108.07, 1258.36, 1233.15, 1364.39, 472.38, 1310.37, 1087.60)))
-
-
-def channelwise_normalization(bands: Sequence[str], k: float = 2.0) -> Normalization:
-    """``[mean - k std, mean + k std]`` -> [0, 1] per band (L2A statistics, in reflectance);
-    bands without statistics (R, G, B, B10) map [0, 1]."""
-    low, high = [], []
-    for b in bands:
-        if b in L2A_MEAN:
-            m, s = L2A_MEAN[b] * 1e-4, L2A_STD[b] * 1e-4
-            low.append(m - k * s)
-            high.append(m + k * s)
-        else:
-            low.append(0.0)
-            high.append(1.0)
-    return Normalization(tuple(low), tuple(high), clip=True)
-
-
-def reflectance_01(bands: Sequence[str]) -> Normalization:
-    """Reflectance clipped to [0, 1] (SSL4EO-S12)."""
-    return Normalization.constant(len(bands), 0.0, 1.0, clip=True)
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One architecture of the zoo."""
-
-    name: str
-    description: str
-    family: str                                   # "unet" | "resnet-unet" | "satmae"
-    default_bands: tuple[str, ...]
-    normalization: Callable[[Sequence[str]], Normalization]
-    builder: Callable[..., SegmentationModel]     # builder(n_bands, **options)
-    default_options: dict[str, Any] = field(default_factory=dict)
-    window_multiple: int = 1                      # windows must be a multiple of this
-    default_window: int = 160
-    fixed_bands: bool = False                     # True: exactly default_bands, in that order
-    default_mode: str = "finetune"                # training mode ("linear_probe" freezes the encoder)
-    weight_layouts: tuple[str, ...] = ()          # pretrained-weight layouts it loads
-    paper: str = ""
-
-    def band_spec(self, bands: Sequence[str] | None = None) -> BandSpec:
-        return default_band_spec(self.name, bands)
-
-
-def _build_unet(n_bands: int, width: int = 64) -> SegmentationModel:
-    from sandwatch.models.unet import UNet
-
-    return UNet(n_bands, width=int(width))
-
-
-def _resnet_builder(depth: str):
-    def build(n_bands: int, decoder_channels: Sequence[int] | None = None) -> SegmentationModel:
-        from sandwatch.models.resnet_unet import ResNetUNet
-
-        return ResNetUNet(depth, n_bands, decoder_channels=list(decoder_channels) if decoder_channels else None)
-    return build
-
-
-def _satmae_builder(size: str):
-    def build(n_bands: int, embed_dim: int | None = None, depth: int | None = None, num_heads: int | None = None,
-              patch_size: int = 8, img_size: int = 96, channel_embed: int = 256,
-              decoder_channels: int = 256) -> SegmentationModel:
-        from sandwatch.models.satmae import SatMAESegmenter
-
-        d = SATMAE_SIZES[size]
-        return SatMAESegmenter(embed_dim=int(embed_dim or d["embed_dim"]), depth=int(depth or d["depth"]),
-                               num_heads=int(num_heads or d["num_heads"]), patch_size=int(patch_size),
-                               img_size=int(img_size), channel_embed=int(channel_embed),
-                               decoder_channels=int(decoder_channels))
-    return build
-
-
-MODELS: dict[str, ModelSpec] = {
-    s.name: s
-    for s in [
-        ModelSpec("unet", "original U-Net (64-128-256-512-1024), trained from scratch; any band set",
-                  "unet", L1C_BANDS, channelwise_normalization, _build_unet, {"width": 64},
-                  paper="Ronneberger et al. 2015"),
-        ModelSpec("ssl4eo-resnet18", "SSL4EO-S12 MoCo ResNet18 encoder (13 L1C bands) + U-Net decoder",
-                  "resnet-unet", L1C_BANDS, reflectance_01, _resnet_builder("resnet18"), {"decoder_channels": None},
-                  default_mode="linear_probe", weight_layouts=("ssl4eo-moco", "timm"), paper="Wang et al. 2023"),
-        ModelSpec("ssl4eo-resnet50", "SSL4EO-S12 MoCo ResNet50 encoder (13 L1C bands) + U-Net decoder",
-                  "resnet-unet", L1C_BANDS, reflectance_01, _resnet_builder("resnet50"), {"decoder_channels": None},
-                  default_mode="linear_probe", weight_layouts=("ssl4eo-moco", "timm"), paper="Wang et al. 2023"),
-        ModelSpec("satmae-base", "Spectral SatMAE ViT-base (patch 8, 3 band groups) + progressive-upsampling decoder",
-                  "satmae", SATMAE_BANDS, channelwise_normalization, _satmae_builder("base"),
-                  {"embed_dim": None, "depth": None, "num_heads": None, "channel_embed": 256,
-                   "patch_size": 8, "img_size": 96, "decoder_channels": 256}, window_multiple=8, fixed_bands=True,
-                  default_mode="linear_probe", weight_layouts=("satmae",), paper="Cong et al. 2022"),
-        ModelSpec("satmae-large", "Spectral SatMAE ViT-large (patch 8, 3 band groups) + progressive-upsampling decoder",
-                  "satmae", SATMAE_BANDS, channelwise_normalization, _satmae_builder("large"),
-                  {"embed_dim": None, "depth": None, "num_heads": None, "channel_embed": 256,
-                   "patch_size": 8, "img_size": 96, "decoder_channels": 256}, window_multiple=8, fixed_bands=True,
-                  default_mode="linear_probe", weight_layouts=("satmae",), paper="Cong et al. 2022"),
-    ]
-}
-
-
-def get_spec(arch: str) -> ModelSpec:
-    """The registry entry, or a clear error listing the known names."""
-    spec = MODELS.get(str(arch).strip().lower())
-    if spec is None:
-        raise SandwatchError.about("arch", f"unknown model {arch!r}", f"use one of {', '.join(MODELS)}")
-    return spec
+from sandwatch.models.spec import (  # noqa: F401 - re-exported
+    L2A_MEAN,
+    L2A_STD,
+    ModelSpec,
+    WeightLayout,
+    channelwise_normalization,
+    reflectance_01,
+)
+from sandwatch.models.weights import (
+    SANDWATCH,
+    LoadReport,
+    WeightsFile,
+    compare_state_dict,
+    load_pretrained,
+    read_weights,
+)
+from sandwatch.models.zoo import LAYOUTS, MODELS, get_spec, register, unregister  # noqa: F401 - re-exported
 
 
 def resolve_bands(arch: str, bands: Sequence[str] | str | None = None) -> tuple[str, ...]:
     """The model's input bands: the registry default, or ``bands`` checked against the model."""
-    spec = get_spec(arch)
-    if bands is None:
-        return spec.default_bands
-    out = parse_band_list(bands, what=f"bands for {spec.name}")
-    if not out:
-        raise SandwatchError.about(f"bands for {spec.name}", "is empty", "name at least one band")
-    if spec.fixed_bands and out != spec.default_bands:
-        raise SandwatchError.about(
-            f"bands for {spec.name}", f"must be exactly {','.join(spec.default_bands)} (got {','.join(out)})",
-            "leave the bands out; select and order a scene's bands with sandwatch.models.prepare_input")
-    return out
+    return get_spec(arch).resolve_bands(bands)
 
 
 def default_band_spec(arch: str, bands: Sequence[str] | str | None = None) -> BandSpec:
     """Bands (default or given) with the architecture's published normalisation."""
-    spec = get_spec(arch)
-    names = resolve_bands(arch, bands)
-    return BandSpec(names, spec.normalization(names))
+    return get_spec(arch).band_spec(bands)
 
 
 def check_window(arch: str, window: int) -> int:
     """``window`` if the model accepts it, else a clear error (SatMAE: multiple of 8)."""
-    spec = get_spec(arch)
-    window = int(window)
-    if window < 32 or window % spec.window_multiple:
-        raise SandwatchError.about(
-            f"window {window}", f"does not suit {spec.name}",
-            f"use at least 32 pixels and a multiple of {spec.window_multiple} (the published window is 160)")
-    return window
+    return get_spec(arch).check_window(window)
 
 
-def build_model(arch: str, bands: Sequence[str] | str | None = None, *, weights: str | None = None,
-                mode: str | None = None, **options: Any) -> SegmentationModel:
+def build_model(arch: str, bands: Sequence[str] | str | None = None, *, weights: str | os.PathLike | None = None,
+                freeze_encoder: bool | None = None, **options: Any) -> SegmentationModel:
     """Build any model of the zoo.
 
     ``bands`` defaults to the registry's; ``options`` override :attr:`ModelSpec.default_options`
     (unknown options are an error). ``weights``: a local pretrained-weights file (any layout
-    :func:`sandwatch.models.weights.read_weights` recognises) loaded into the encoder; the
-    encoder is then frozen unless ``mode="finetune"``. ``weights`` is *not* an architecture
-    option and is not recorded in :attr:`model.options` (a checkpoint carries the trained
-    weights themselves). Without ``weights`` the model is fully trainable unless ``mode`` says so.
+    :func:`sandwatch.models.weights.read_weights` recognises) loaded into the encoder.
+    ``weights`` is *not* an architecture option and is not recorded in :attr:`model.options`
+    (a checkpoint carries the trained weights themselves). ``freeze_encoder``: True freezes the
+    encoder (linear probing), False trains everything; None: the spec's
+    :attr:`~ModelSpec.freeze_encoder` when ``weights`` are loaded, else everything trains.
 
     Works under ``with torch.device("meta"):`` to count parameters without allocating them.
     """
     spec = get_spec(arch)
-    names = resolve_bands(spec.name, bands)
+    names = spec.resolve_bands(bands)
     unknown = sorted(set(options) - set(spec.default_options))
     if unknown:
         raise SandwatchError.about(
@@ -213,30 +93,31 @@ def build_model(arch: str, bands: Sequence[str] | str | None = None, *, weights:
     model.options = {k: v for k, v in opts.items()}
     model.band_spec = BandSpec(names, spec.normalization(names))
     if weights is not None:
-        from sandwatch.models.weights import load_pretrained
-
         load_pretrained(model, weights)
-        set_trainable(model, mode or "linear_probe")
-    elif mode is not None:
-        set_trainable(model, mode)
+        if freeze_encoder is None:
+            freeze_encoder = spec.freeze_encoder
+    if freeze_encoder is not None:
+        set_trainable(model, freeze_encoder)
     return model
 
 
 def parameter_table(arch: str | None = None, **options: Any) -> list[dict[str, Any]]:
     """Per model: name, bands, total parameters, trainable parameters in the default training
-    mode (linear probing for the pretrained encoders, everything for the U-Net), encoder and
-    decoder parameters. Built on the meta device: no memory, no time."""
+    (encoder frozen for the pretrained encoders, everything for the U-Net), encoder and
+    decoder parameters, published learning rate and batch size. Built on the meta device: no
+    memory, no time."""
     rows = []
-    for name in ([get_spec(arch).name] if arch else MODELS):
+    for name in ([get_spec(arch).name] if arch else list(MODELS)):
         spec = MODELS[name]
         with torch.device("meta"):
-            model = build_model(name, **(options if arch else {}))
-        set_trainable(model, spec.default_mode)
+            model = build_model(name, freeze_encoder=spec.freeze_encoder, **(options if arch else {}))
         rows.append({
             "name": name,
             "bands": list(model.band_spec.bands),
             "window_multiple": spec.window_multiple,
-            "default_mode": spec.default_mode,
+            "freeze_encoder": spec.freeze_encoder,
+            "lr": spec.lr,
+            "batch_size": spec.batch_size,
             "parameters": count_parameters(model),
             "trainable": count_parameters(model, trainable_only=True),
             "encoder_parameters": count_parameters(model.encoder),
@@ -245,6 +126,42 @@ def parameter_table(arch: str | None = None, **options: Any) -> list[dict[str, A
             "description": spec.description,
         })
     return rows
+
+
+@dataclass
+class Inspection:
+    weights: WeightsFile
+    arch: str
+    bands: tuple[str, ...]
+    report: LoadReport
+
+    def to_dict(self) -> dict[str, Any]:
+        r = self.report
+        return {"path": str(self.weights.path), "layout": self.weights.layout, "arch": self.arch,
+                "detected_arch": self.weights.arch, "n_bands": self.weights.n_bands, "bands": list(self.bands),
+                "options": self.weights.options, "info": {k: str(v) for k, v in self.weights.info.items()},
+                "ok": r.ok, "loaded": r.loaded, "missing": r.missing, "unexpected": r.unexpected,
+                "mismatched": r.mismatched, "ignored": r.ignored}
+
+
+def inspect_weights(path: str | os.PathLike, arch: str | None = None, bands=None) -> Inspection:
+    """Recognise a weights file, build the matching model (on the meta device, so even
+    ViT-large costs nothing) and load the file into it. Never raises for a key mismatch:
+    the returned report says what would not load (``report.ok``)."""
+    wf = read_weights(path)
+    name = get_spec(arch).name if arch else wf.arch
+    if name is None:
+        raise SandwatchError.about(wf.path, f"is a {wf.layout} file of an architecture sandwatch does not know",
+                                   "pass --arch NAME to try it against a model of the zoo")
+    spec = get_spec(name)
+    if bands is None:
+        bands = wf.bands if (wf.bands and not spec.fixed_bands) else None
+    options = {k: v for k, v in wf.options.items() if k in spec.default_options} if wf.arch == name else {}
+    with torch.device("meta"):
+        model = build_model(name, bands=bands, **options)
+    report = load_pretrained(model, wf, strict=False, assign=True) if (wf.layout == SANDWATCH or wf.layout in spec.weight_layouts) \
+        else compare_state_dict(model.encoder, wf.state_dict, wf.ignored)
+    return Inspection(wf, name, tuple(model.band_spec.bands), report)
 
 
 def select_bands(data: np.ndarray, offered: Sequence[str], wanted: Sequence[str], *, source: object = "scene",

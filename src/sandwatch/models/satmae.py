@@ -20,10 +20,23 @@ checkpoints so ``ckpt["model"]`` loads into ``model.encoder``:
 
 Decoder (the published "double upsampling" head): 1x1 conv to 256, BatchNorm, ReLU, bilinear
 x4, 1x1 conv to 1, bilinear to the input size: under 1 M parameters.
+
+Registry entries (``SPECS``): ``satmae-base`` and ``satmae-large``: exactly the 10 bands above,
+``[mean - 2 std, mean + 2 std]`` of the L2A statistics (the published "ChannelWise"
+normalisation), windows a multiple of 8, encoder frozen by default when pretrained weights
+are loaded, published learning rate 1e-3 and batch size 64. Weight layout ``satmae``: the
+Spectral SatMAE checkpoint (``pretrain-vit-large-e199.pth``), ``ckpt["model"]`` with the
+group-channel ViT keys (or that state dict bare); pretraining extras ``decoder_*``,
+``mask_token`` (and a fine-tuning ``head``/``fc_norm``) are set aside. The file's ``args`` is an
+``argparse.Namespace`` (allow-listed by :func:`sandwatch.models.weights.safe_load`). Size,
+channel embedding, patch and pretraining grid follow from the tensors' shapes; a
+``pos_embed`` for another grid is resampled to the model's on loading.
 """
 
 from __future__ import annotations
 
+import argparse
+import re
 from collections.abc import Sequence
 from functools import partial
 
@@ -32,6 +45,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from sandwatch.models.base import SegmentationModel
+from sandwatch.models.spec import (
+    FileFacts,
+    ModelSpec,
+    WeightLayout,
+    channelwise_normalization,
+    is_tensor_dict,
+)
 
 SATMAE_BANDS: tuple[str, ...] = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
 SATMAE_GROUPS: tuple[tuple[int, ...], ...] = ((0, 1, 2, 6), (3, 4, 5, 7), (8, 9))
@@ -125,3 +145,85 @@ class SatMAESegmenter(SegmentationModel):
 
     def decoder_forward(self, features, input_size):
         return self.decoder(features, input_size)
+
+
+def build_satmae(size: str, n_bands: int, embed_dim: int | None = None, depth: int | None = None,
+                 num_heads: int | None = None, patch_size: int = 8, img_size: int = 96, channel_embed: int = 256,
+                 decoder_channels: int = 256) -> SatMAESegmenter:
+    d = SATMAE_SIZES[size]
+    return SatMAESegmenter(embed_dim=int(embed_dim or d["embed_dim"]), depth=int(depth or d["depth"]),
+                           num_heads=int(num_heads or d["num_heads"]), patch_size=int(patch_size),
+                           img_size=int(img_size), channel_embed=int(channel_embed),
+                           decoder_channels=int(decoder_channels))
+
+
+def satmae_facts(sd: dict[str, torch.Tensor]) -> FileFacts:
+    """Size, bands and the options that differ from the standard sizes, from the tensors' shapes."""
+    embeds = sorted(k for k in sd if re.fullmatch(r"patch_embed\.\d+\.proj\.weight", k))
+    if not embeds:
+        return FileFacts()
+    n = sum(int(sd[k].shape[1]) for k in embeds)
+    dim, _, patch, _ = sd[embeds[0]].shape
+    depth = len({int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))})
+    size_name = "large" if dim >= 1024 else "base"
+    size = SATMAE_SIZES[size_name]
+    options = {}
+    if (dim, depth) != (size["embed_dim"], size["depth"]):  # a non-standard size: say so in options
+        heads = next(h for h in (size["num_heads"], 16, 12, 8, 4, 2, 1) if dim % h == 0)
+        options.update(embed_dim=int(dim), depth=int(depth), num_heads=int(heads))
+    if "channel_embed" in sd and sd["channel_embed"].shape[-1] != 256:
+        options["channel_embed"] = int(sd["channel_embed"].shape[-1])
+    if patch != 8:
+        options["patch_size"] = int(patch)
+    if "pos_embed" in sd:  # keep the file's grid: the model interpolates at run time
+        grid = int(round((sd["pos_embed"].shape[1] - 1) ** 0.5))
+        if grid * int(patch) != 96:
+            options["img_size"] = grid * int(patch)
+    return FileFacts(f"satmae-{size_name}", n or None, SATMAE_BANDS if n == len(SATMAE_BANDS) else None, options)
+
+
+def _recognise(obj: dict) -> bool:
+    if is_tensor_dict(obj.get("model")) and any(k.startswith("patch_embed.") for k in obj["model"]):
+        return True
+    return is_tensor_dict(obj) and any(k.startswith("patch_embed.") for k in obj) and "channel_embed" in obj
+
+
+def _info(obj: dict) -> dict:
+    info = {"epoch": obj["epoch"]} if "epoch" in obj else {}
+    if isinstance(obj.get("args"), argparse.Namespace):
+        args = vars(obj["args"])
+        info["args"] = {k: args[k] for k in ("model", "input_size", "patch_size", "grouped_bands") if k in args}
+    return info
+
+
+def fit_pos_embed(target: nn.Module, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A ``pos_embed`` for another grid is resampled to the model's stored grid."""
+    own = getattr(target, "pos_embed", None)
+    pe = sd.get("pos_embed")
+    if own is None or pe is None or pe.ndim != 3 or own.shape == pe.shape or own.shape[-1] != pe.shape[-1]:
+        return sd
+    from timm.layers import resample_abs_pos_embed
+
+    old = int(round((pe.shape[1] - 1) ** 0.5))
+    new = int(round((own.shape[1] - 1) ** 0.5))
+    if old * old + 1 != pe.shape[1] or new * new + 1 != own.shape[1]:
+        return sd
+    out = dict(sd)
+    out["pos_embed"] = resample_abs_pos_embed(pe.float(), [new, new], [old, old], num_prefix_tokens=1)
+    return out
+
+
+LAYOUT = WeightLayout(
+    "satmae", "Spectral SatMAE checkpoint (model, args)", recognise=_recognise,
+    tensors=lambda obj: obj.get("model", obj), ignore=r"^(decoder_|mask_token|head\.|fc_norm\.)",
+    facts=satmae_facts, info=_info, fit=fit_pos_embed)
+
+_OPTIONS = {"embed_dim": None, "depth": None, "num_heads": None, "channel_embed": 256, "patch_size": 8,
+            "img_size": 96, "decoder_channels": 256}
+SPECS = tuple(
+    ModelSpec(f"satmae-{size}", f"Spectral SatMAE ViT-{size} (patch 8, 3 band groups) + progressive-upsampling decoder",
+              SATMAE_BANDS, channelwise_normalization, partial(build_satmae, size), dict(_OPTIONS),
+              window_multiple=8, fixed_bands=True, freeze_encoder=True, lr=1e-3, batch_size=64, layouts=(LAYOUT,),
+              paper="Cong et al. 2022")
+    for size in SATMAE_SIZES
+)

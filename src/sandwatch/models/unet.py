@@ -4,6 +4,11 @@ Blocks are the common padded variant: every 3x3 convolution keeps the size and i
 batch norm and ReLU, so the output has the input's size for any H, W (odd sizes are handled
 by padding the up-sampled map to its skip). With ``width=64`` the channels are the published
 64-128-256-512-1024 and the network has about 31 M parameters.
+
+Registry entry (``SPECS``): ``unet``, any band set (default the 13 L1C bands), normalised by
+``[mean - 2 std, mean + 2 std]`` of the field guide's L2A statistics (true-colour R, G, B and
+B10 map ``[0, 1]``; training may replace these with statistics of its own scenes), trained from
+scratch with the published learning rate and batch size; no pretrained weights.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sandwatch.bands import L1C_BANDS
 from sandwatch.models.base import SegmentationModel
+from sandwatch.models.spec import ModelSpec, channelwise_normalization
 
 
 class DoubleConv(nn.Sequential):
@@ -135,3 +142,13 @@ class UNet(SegmentationModel):
 
     def decoder_forward(self, features, input_size):
         return self.decoder(features, input_size)
+
+
+def build_unet(n_bands: int, width: int = 64) -> UNet:
+    return UNet(n_bands, width=int(width))
+
+
+SPECS = (
+    ModelSpec("unet", "original U-Net (64-128-256-512-1024), trained from scratch; any band set",
+              L1C_BANDS, channelwise_normalization, build_unet, {"width": 64}, paper="Ronneberger et al. 2015"),
+)

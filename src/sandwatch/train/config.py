@@ -2,7 +2,8 @@
 
 Every field has the default of the published method (field guide section 2) unless said
 otherwise; ``None`` for ``lr`` and ``batch_size`` means "the published value for the
-architecture" (5e-4 and 128; 1e-3 and 64 for SatMAE). A YAML file sets any subset::
+architecture" (its ``ModelSpec.lr`` and ``.batch_size``: 5e-4 and 128; 1e-3 and 64 for
+SatMAE). A YAML file sets any subset::
 
     manifest: data/manifest.yaml
     run_dir: runs/unet-rgb
@@ -30,13 +31,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sandwatch.errors import SandwatchError
 
-#: Published values per architecture family (field guide section 2).
-PUBLISHED_LR = {"default": 5e-4, "satmae": 1e-3}
-PUBLISHED_BATCH = {"default": 128, "satmae": 64}
 
+def _published(arch: str):
+    """The architecture's :class:`~sandwatch.models.spec.ModelSpec`: it carries the published
+    learning rate and batch size (imported on first use: reading a config does not load torch)."""
+    from sandwatch.models.zoo import get_spec
 
-def _family(arch: str) -> str:
-    return "satmae" if "satmae" in arch.lower() else "default"
+    return get_spec(arch)
 
 
 class _Section(BaseModel):
@@ -80,7 +81,8 @@ class ModelConfig(_Section):
     bands: list[str] | None = Field(None, description="band names; None: the architecture's default bands")
     options: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments of build_model")
     weights: str | None = Field(None, description="pretrained encoder weights file (passed as options['weights'])")
-    freeze_encoder: bool = Field(False, description="linear probing: only the decoder trains")
+    freeze_encoder: bool = Field(False, description="true: the encoder is frozen (linear probing), only the decoder "
+                                                    "trains; false: everything trains (set_trainable(model, frozen))")
     normalization: Literal["model", "stats", "scene"] = Field(
         "model", description="'model': the architecture's published normalisation; "
                              "'stats': mean +- 2 std measured on the training windows; "
@@ -115,8 +117,8 @@ class AugmentConfig(_Section):
 
 class OptimConfig(_Section):
     epochs: int = Field(20, ge=1)
-    lr: float | None = Field(None, gt=0, description="None: 5e-4 (1e-3 for SatMAE)")
-    batch_size: int | None = Field(None, ge=1, description="None: 128 (64 for SatMAE)")
+    lr: float | None = Field(None, gt=0, description="None: the architecture's published LR (5e-4; 1e-3 for SatMAE)")
+    batch_size: int | None = Field(None, ge=1, description="None: the architecture's published batch (128; 64 for SatMAE)")
     weight_decay: float = Field(0.01, ge=0)
     schedule: Literal["constant", "cosine"] = Field(
         "constant", description="learning rate: constant (published) or cosine decay to 0 over the run's steps")
@@ -202,11 +204,11 @@ class TrainConfig(_Section):
     # ---- resolved values --------------------------------------------------------------
     @property
     def lr(self) -> float:
-        return self.optim.lr if self.optim.lr is not None else PUBLISHED_LR[_family(self.model.arch)]
+        return self.optim.lr if self.optim.lr is not None else _published(self.model.arch).lr
 
     @property
     def batch_size(self) -> int:
-        return self.optim.batch_size if self.optim.batch_size is not None else PUBLISHED_BATCH[_family(self.model.arch)]
+        return self.optim.batch_size if self.optim.batch_size is not None else _published(self.model.arch).batch_size
 
     @property
     def val_batch_size(self) -> int:

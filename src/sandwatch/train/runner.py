@@ -170,17 +170,17 @@ class ExportCheckpoints(Callback):
 
 
 def _build_model(cfg: TrainConfig, bands: tuple[str, ...] | None = None):
-    from sandwatch.models import build_model, set_trainable
+    from sandwatch.models import build_model
 
     options = dict(cfg.model.options)
     if cfg.model.weights:
         options["weights"] = cfg.model.weights
     try:
-        model = build_model(cfg.model.arch, bands=bands or cfg.model.bands, **options)
+        model = build_model(cfg.model.arch, bands=bands or cfg.model.bands, freeze_encoder=cfg.model.freeze_encoder,
+                            **options)
     except TypeError as err:
         raise SandwatchError.about("model.options", f"not accepted by {cfg.model.arch}: {err}",
                                    "see `sandwatch models list` for the options") from None
-    set_trainable(model, "linear_probe" if cfg.model.freeze_encoder else "finetune")
     # the registry records the options it was built with (weights paths are not needed later)
     saved = {k: v for k, v in (getattr(model, "options", None) or options).items() if k != "weights"}
     return model, saved
@@ -272,7 +272,7 @@ def prepare(cfg: TrainConfig, *, sources=None, model=None):
         from sandwatch.models import set_trainable
 
         options = dict(getattr(model, "options", {}) or cfg.model.options)
-        set_trainable(model, "linear_probe" if cfg.model.freeze_encoder else "finetune")
+        set_trainable(model, cfg.model.freeze_encoder)
     arch = getattr(model, "arch", "") or cfg.model.arch
     from sandwatch.models import MODELS, check_window
 
