@@ -19,7 +19,10 @@ fitted on validation data). Per scene, in OUT_DIR (NAME = the scene's file or fo
   NAME.polygons.gpkg     mining polygons in the scene CRS (area_m2, mean/max prob, date)
   NAME.polygons.geojson  the same polygons in EPSG:4326
 Each file appears only when complete; finished scenes are skipped on a re-run (so a
-killed batch resumes) unless --overwrite.
+killed batch resumes) unless --overwrite, and a scene killed midway resumes from its last
+finished row block (same checkpoint and options: the same pixels as a run never killed).
+Several runs may share OUT_DIR: a scene being predicted by another run on this machine
+(OUT_DIR/.NAME.lock) is waited for, then skipped; a lock left by a dead run is taken over.
 \b
 Examples:
   sandwatch predict run/checkpoints/best.ckpt scene.tif -o maps/
@@ -81,9 +84,14 @@ def predict(checkpoint, scenes, out_dir, edge, aoi, aoi_buffer, threshold, batch
     for res in results:
         s = res.stats
         if res.skipped:
-            click.echo(f"{s['name']}: outputs exist, skipped (--overwrite to redo)")
+            if s.get("waited_for"):
+                click.echo(f"{s['name']}: predicted meanwhile by {s['waited_for']} (waited for it), skipped")
+            else:
+                click.echo(f"{s['name']}: outputs exist, skipped (--overwrite to redo)")
             continue
         extra = f", {s['windows']} windows" if s.get("windows") else ""
+        if s.get("resumed_rows"):
+            extra += f" (resumed at row {s['resumed_rows']}, {s.get('resumed_windows', 0)} windows done before)"
         if s.get("skipped_windows"):
             extra += f" ({s['skipped_windows']} outside the AOI skipped)"
         if s.get("tta"):

@@ -8,7 +8,9 @@
 
 See :func:`predict_scene` for the outputs, :func:`tiled_inference` for the stitching and
 :func:`window_grid` for the window arithmetic; ``tta=True`` averages over the 8
-rotations/flips (:mod:`sandwatch.predict.tta`).
+rotations/flips (:mod:`sandwatch.predict.tta`); a killed scene resumes from its last finished
+row block (:mod:`sandwatch.predict.resume`) and one run at a time predicts a scene into a
+folder (:mod:`sandwatch.predict.lock`).
 """
 
 from sandwatch.predict.core import (
@@ -16,6 +18,7 @@ from sandwatch.predict.core import (
     resolve_aoi, scene_name, with_tta,
 )
 from sandwatch.predict.distributed import band_regions, predict_scenes, submit_scene_bands, unique_names
+from sandwatch.predict.lock import RunLock, RunLockWarning
 from sandwatch.predict.polygons import polygonize, write_polygons
 from sandwatch.predict.tiling import select_windows, tiled_inference
 from sandwatch.predict.tta import D4, d4_apply, d4_invert, tta_numpy
@@ -29,6 +32,7 @@ from sandwatch.predict.writer import (
 
 __all__ = [
     "D4", "d4_apply", "d4_invert", "tta_numpy", "with_tta",
+    "RunLock", "RunLockWarning",
     "OUTPUTS", "PredictionResult", "Predictor", "StreamingCOGWriter", "TorchForward", "aoi_filter", "as_predictor",
     "band_regions", "submit_scene_bands",
     "blend_weights", "check_window_edge", "decode_probability", "default_margin", "encode_mask",

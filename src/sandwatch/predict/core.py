@@ -20,7 +20,12 @@ import numpy as np
 
 from sandwatch.errors import SandwatchError
 from sandwatch.grid import Grid, Window
+from sandwatch.predict.lock import RunLock, RunLockWarning, describe
 from sandwatch.predict.polygons import polygonize, write_polygons
+from sandwatch.predict.resume import (
+    Progress, checkpoint_fingerprint, discard_progress, geometry_id, load_progress, normalization_id, progress_path,
+    scene_id,
+)
 from sandwatch.predict.tiling import BLENDS, tiled_inference
 from sandwatch.predict.tta import D4, tta_numpy
 from sandwatch.predict.windows import check_window_edge
@@ -129,7 +134,11 @@ class Predictor:
 
     ``per_scene_k`` > 0: the model was trained with per-scene normalisation (each scene by its
     own ``[mean - k std, mean + k std]`` inside its AOI); :func:`predict_scene` measures every
-    scene it predicts the same way (:func:`scene_normalized`) before the first window."""
+    scene it predicts the same way (:func:`scene_normalized`) before the first window.
+
+    ``fingerprint``: an identity of the model (``from_checkpoint``: a digest of the
+    checkpoint's weights and settings). A killed prediction resumes only with the same
+    fingerprint; None (a hand-built ``forward``) never resumes."""
 
     forward: Callable[[np.ndarray], np.ndarray]
     bands: tuple[str, ...]
@@ -139,6 +148,8 @@ class Predictor:
     normalize: Callable[[np.ndarray], np.ndarray] | None = None
     temperature: float = 1.0
     per_scene_k: float = 0.0
+    per_scene_region: str = "aoi"
+    fingerprint: str | None = None
 
     @classmethod
     def from_checkpoint(cls, checkpoint, *, device=None, bf16: bool = False) -> "Predictor":
@@ -149,7 +160,9 @@ class Predictor:
         fwd = TorchForward(model, device=device, bf16=bf16, temperature=ckpt.temperature)
         return cls(fwd, tuple(ckpt.bands), int(ckpt.window), float(ckpt.threshold), name=ckpt.arch,
                    normalize=ckpt.normalize, temperature=float(ckpt.temperature),
-                   per_scene_k=float(ckpt.band_spec.normalization.per_scene_k))
+                   per_scene_k=float(ckpt.band_spec.normalization.per_scene_k),
+                   per_scene_region=ckpt.band_spec.normalization.per_scene_region,
+                   fingerprint=checkpoint_fingerprint(ckpt))
 
 
 def scene_normalized(pred: Predictor, scene, geom, *, warn: bool = True) -> Predictor:
@@ -162,7 +175,9 @@ def scene_normalized(pred: Predictor, scene, geom, *, warn: bool = True) -> Pred
 
     from sandwatch.scenestats import scene_normalization
 
-    if geom is None and warn:
+    if pred.per_scene_region == "scene":
+        geom = None          # the model measured its training scenes whole
+    elif geom is None and warn:
         warnings.warn(f"{getattr(scene, 'source', 'scene')}: the model normalises each scene inside its river AOI; "
                       "no AOI given, so the whole scene is measured (pass --aoi FILE for the same statistics)",
                       stacklevel=3)
@@ -273,14 +288,54 @@ def output_paths(out_dir: str | os.PathLike, name: str) -> dict[str, Path]:
     return {key: out_dir / f"{name}{suffix}" for key, suffix in OUTPUTS.items()}
 
 
-def _remove_stale_partials(paths: dict[str, Path]) -> None:
-    """Temporary files left by a killed run (``.NAME.xxxxxxxx.partial.EXT`` and stream files)."""
-    for p in paths.values():
-        for stale in p.parent.glob(f".{p.stem}*.partial*"):
+#: A killed run resumes from its last checkpoint: the first finished row block, the last, and
+#: in between the first block finished at least this long after the previous checkpoint (each
+#: costs two GeoTIFF closes and three fsyncs, ~10 ms: a fast model finishes many blocks a second).
+CHECKPOINT_SECONDS = 1.0
+
+
+def lock_path(out_dir: str | os.PathLike, name: str) -> Path:
+    """``OUT/.NAME.lock``: held by the run predicting scene NAME into OUT."""
+    return Path(out_dir) / f".{name}.lock"
+
+
+def _remove_stale_partials(paths: dict[str, Path], keep: tuple[str, ...] = ()) -> None:
+    """Temporary files left by a killed run of this scene (``.NAME.xxxxxxxx.partial.EXT``,
+    stream files), except ``keep`` (the stream files a resumable progress file names).
+    Called only by the run holding the scene's lock: no other run is writing them."""
+    globs = [f".{p.stem}*.partial*" for p in paths.values()]
+    globs.append(f".{progress_path(paths['probability']).stem}*.partial*")
+    for pattern in globs:
+        for stale in paths["probability"].parent.glob(pattern):
+            if stale.name in keep:
+                continue
             try:
                 stale.unlink()
             except OSError:
                 pass
+
+
+def _warn(message: str) -> None:
+    import warnings
+
+    warnings.warn(message, RunLockWarning, stacklevel=2)
+
+
+def resume_key(pred: "Predictor", scene, grid: Grid, geom, *, edge: int, threshold: float, blend: str, dtype: str,
+               batch_size: int, tta: bool, region: Window | None = None) -> dict | None:
+    """What a killed run's progress must match to be resumed (see :mod:`sandwatch.predict.resume`);
+    None when the model has no fingerprint or its normalisation is not known (never resumed)."""
+    norm = normalization_id(pred.normalize)
+    if pred.fingerprint is None or norm is False:
+        return None
+    fwd = pred.forward
+    precision = {"device": str(getattr(fwd, "device", "")), "bf16": bool(getattr(fwd, "bf16", False))}
+    return {"model": pred.fingerprint, "name": pred.name, "bands": list(pred.bands), "window": int(pred.window),
+            "normalization": norm, "threshold": float(threshold), "temperature": float(pred.temperature),
+            "tta": bool(tta), "edge": int(edge), "blend": blend, "dtype": dtype, "batch_size": int(batch_size),
+            "precision": precision, "scene": scene_id(scene),
+            "grid": [grid.crs.to_wkt(), list(grid.transform)[:6], grid.width, grid.height],
+            "aoi": geometry_id(geom), "region": None if region is None else list(region)}
 
 
 # ---- the stage ------------------------------------------------------------------------------------
@@ -289,7 +344,7 @@ def predict_scene(checkpoint, scene, out_dir: str | os.PathLike, *, edge: int = 
                   dtype: str = "uint8", overwrite: bool = False, device=None, bf16: bool = False,
                   progress: bool = True, name: str | None = None, aoi_buffer_m: float = 1000.0,
                   strip_windows: int = 8, gdal_cache_mb: int | None = 32, tta: bool = False,
-                  stats_aoi=None) -> PredictionResult:
+                  stats_aoi=None, wait: bool = True) -> PredictionResult:
     """Map mining probability on one scene with a checkpoint.
 
     Windows of the checkpoint's size slide over the scene with ``edge`` pixels discarded on
@@ -308,6 +363,16 @@ def predict_scene(checkpoint, scene, out_dir: str | os.PathLike, *, edge: int = 
 
     Existing outputs are kept and the scene skipped unless ``overwrite``; when only the
     polygons are missing (a run killed while polygonising) they are made from the rasters.
+    A run killed while predicting resumes from its last finished row block
+    (:mod:`sandwatch.predict.resume`), with the pixels of an uninterrupted run, when it is
+    run again with the same checkpoint, scene and settings (``overwrite`` or not).
+
+    One run at a time per scene and ``out_dir``: the scene's lock ``OUT/.NAME.lock`` (owner's
+    PID and host, :class:`~sandwatch.predict.lock.RunLock`) is held while it is predicted.
+    Another run of the same scene into the same folder on this host is waited for (``wait``;
+    a :class:`~sandwatch.predict.lock.RunLockWarning` says so), after which its outputs are
+    there and the scene is skipped; ``wait=False``, or an owner on another host, is refused
+    with one line. A lock whose process is dead is taken over. Other scenes share the folder.
 
     ``checkpoint``: a :class:`~sandwatch.models.checkpoint.Checkpoint`, its path, or a
     :class:`Predictor`. ``scene``: a Scene or anything :func:`sandwatch.imagery.open_scene`
@@ -328,11 +393,11 @@ def predict_scene(checkpoint, scene, out_dir: str | os.PathLike, *, edge: int = 
         return _predict_scene(checkpoint, scene, out_dir, edge=edge, aoi=aoi, threshold=threshold,
                               batch_size=batch_size, blend=blend, dtype=dtype, overwrite=overwrite, device=device,
                               bf16=bf16, progress=progress, name=name, aoi_buffer_m=aoi_buffer_m,
-                              strip_windows=strip_windows, tta=tta, stats_aoi=stats_aoi)
+                              strip_windows=strip_windows, tta=tta, stats_aoi=stats_aoi, wait=wait)
 
 
 def _predict_scene(checkpoint, scene, out_dir, *, edge, aoi, threshold, batch_size, blend, dtype, overwrite, device,
-                   bf16, progress, name, aoi_buffer_m, strip_windows, tta, stats_aoi) -> PredictionResult:
+                   bf16, progress, name, aoi_buffer_m, strip_windows, tta, stats_aoi, wait) -> PredictionResult:
     if dtype not in PROB_DTYPES:
         raise SandwatchError.about("--dtype", f"unknown probability type {dtype!r}", f"use one of {', '.join(PROB_DTYPES)}")
     if blend not in BLENDS:
@@ -347,16 +412,39 @@ def _predict_scene(checkpoint, scene, out_dir, *, edge, aoi, threshold, batch_si
     paths = output_paths(out_dir, name)
     stats: dict[str, Any] = {"scene": str(getattr(scene_obj, "source", scene)), "name": name}
 
-    rasters_done = paths["probability"].exists() and paths["mask"].exists()
-    polys_done = paths["polygons_gpkg"].exists() and paths["polygons_geojson"].exists()
+    def done() -> tuple[bool, bool]:
+        return (paths["probability"].exists() and paths["mask"].exists(),
+                paths["polygons_gpkg"].exists() and paths["polygons_geojson"].exists())
+
+    rasters_done, polys_done = done()
     if not overwrite and rasters_done and polys_done:
         stats["skipped"] = True
         return PredictionResult(paths, stats)
-    _remove_stale_partials(paths)
+    lock = RunLock(lock_path(out_dir, name), f"predicting {name}", wait=wait, on_wait=_warn, on_stale=_warn,
+                   fix="wait for that run to finish, or predict into another output folder",
+                   target=paths["probability"])
+    with lock:
+        if lock.waited_for is not None:
+            stats["waited_for"] = describe(lock.waited_for)
+            rasters_done, polys_done = done()
+            if rasters_done and polys_done:   # that run made them: this one has nothing to add
+                stats["skipped"] = True
+                return PredictionResult(paths, stats)
+        return _predict_locked(checkpoint, scene_obj, paths, stats, t_start, rasters_done=rasters_done,
+                               overwrite=overwrite, edge=edge, aoi=aoi, threshold=threshold, batch_size=batch_size,
+                               blend=blend, dtype=dtype, device=device, bf16=bf16, progress=progress, name=name,
+                               aoi_buffer_m=aoi_buffer_m, strip_windows=strip_windows, tta=tta, stats_aoi=stats_aoi)
 
+
+def _predict_locked(checkpoint, scene_obj, paths, stats, t_start, *, rasters_done, overwrite, edge, aoi, threshold,
+                    batch_size, blend, dtype, device, bf16, progress, name, aoi_buffer_m, strip_windows, tta,
+                    stats_aoi) -> PredictionResult:
     grid: Grid = scene_obj.grid
     date = getattr(scene_obj, "date", None)
-    if overwrite or not rasters_done:
+    if not overwrite and rasters_done:
+        discard_progress(progress_path(paths["probability"]))   # a run killed after its COGs
+        _remove_stale_partials(paths)
+    else:
         pred = as_predictor(checkpoint, device=device, bf16=bf16)
         thr = pred.threshold if threshold is None else float(threshold)
         check_window_edge(pred.window, edge)
@@ -366,9 +454,14 @@ def _predict_scene(checkpoint, scene, out_dir, *, edge, aoi, threshold, batch_si
         if pred.per_scene_k:
             pred = scene_normalized(pred, scene_obj, geom if stats_aoi is None else
                                     resolve_aoi(stats_aoi, scene_obj, buffer_m=aoi_buffer_m))
+        key = resume_key(pred, scene_obj, grid, geom, edge=edge, threshold=thr, blend=blend, dtype=dtype,
+                         batch_size=batch_size, tta=tta)
+        if key is None:              # nothing to resume with: clear what killed runs left
+            discard_progress(progress_path(paths["probability"]))
+            _remove_stale_partials(paths)
         _predict_rasters(pred, scene_obj, grid, paths, edge=edge, include=aoi_filter(geom, grid), threshold=thr,
                          batch_size=batch_size, blend=blend, dtype=dtype, progress=progress, stats=stats,
-                         date=date, strip_windows=strip_windows, tta=tta)
+                         date=date, strip_windows=strip_windows, tta=tta, resume=key)
         stats["threshold"] = thr
         stats["temperature"] = float(pred.temperature)
         stats["tta"] = bool(tta)
@@ -394,10 +487,16 @@ def _aoi_fraction(geom, grid: Grid) -> float:
 def _predict_rasters(pred: Predictor, scene, grid: Grid, paths: dict[str, Path], *, edge: int, include,
                      threshold: float, batch_size: int, blend: str, dtype: str, progress: bool, stats: dict,
                      date: dt.date | None, strip_windows: int, region: Window | None = None,
-                     cog: bool = True, tta: bool = False) -> None:
+                     cog: bool = True, tta: bool = False, resume: dict | None = None) -> None:
     """Predict ``region`` (default: all) of the scene into ``paths["probability"]`` and
     ``paths["mask"]``: COGs of the whole grid, or (``cog=False``) tiled GeoTIFFs of the region.
-    ``tta``: average each batch over D4 (:func:`with_tta`)."""
+    ``tta``: average each batch over D4 (:func:`with_tta`).
+
+    ``resume``: the run's key (:func:`resume_key`): both stream files are put on disk after
+    finished row blocks (the first, the last, and at most one a :data:`CHECKPOINT_SECONDS`
+    in between) and ``.NAME.progress.json`` says how far they go; a progress file of a
+    killed run with this key is continued from its last such block. None: no progress is kept
+    (and any progress file of the scene is left alone). The caller holds the scene's lock."""
     bands = tuple(pred.bands)
     out_grid = grid if region is None else grid.window_grid(region)
     r0, c0 = (0, 0) if region is None else (region.row, region.col)
@@ -425,14 +524,32 @@ def _predict_rasters(pred: Predictor, scene, grid: Grid, paths: dict[str, Path],
         m = default_margin(pred.window, edge) if blend == "cosine" else 0
         rows, _ = select_windows(grid.shape, pred.window, edge, region=region, margin=m, include=include)
         bar = tqdm(total=sum(len(r) for r in rows), unit="win", desc=f"predict {stats.get('name', '')}", leave=False)
-    stats["mine_pixels"] = stats["predicted_pixels"] = 0   # counted by the writing thread
+
+    def advance(n: int) -> None:
+        if bar.n == 0 and stats.get("resumed_windows"):
+            bar.update(stats["resumed_windows"])      # done by the run this one resumes
+        bar.update(n)
+    state = _resume_state(resume, paths, out_grid, dtype)
+    start_row = None
+    if state is not None and state.rows:
+        start_row = r0 + state.rows
+        stats["resumed_rows"] = state.rows
+    counters = state.counters if state is not None else {}
+    streams = state.stream_paths() if state is not None else {}
+    stats["mine_pixels"] = counters.get("mine_pixels", 0)   # counted by the writing thread
+    stats["predicted_pixels"] = counters.get("predicted_pixels", 0)
     try:
         with writing_together(
                 StreamingCOGWriter(paths["probability"], out_grid, dtype, probability_nodata(dtype),
                                    resampling="average", tags=tags, description="mining probability", cog=cog,
-                                   **prob_kw),
+                                   stream=streams.get("probability"), valid_pixels=counters.get("valid_probability", 0),
+                                   resumable=state is not None, **prob_kw),
                 StreamingCOGWriter(paths["mask"], out_grid, "uint8", MASK_NODATA, resampling="nearest",
-                                   tags=tags, description=f"mining (probability >= {threshold})", cog=cog)) as (pw, mw):
+                                   tags=tags, description=f"mining (probability >= {threshold})", cog=cog,
+                                   stream=streams.get("mask"), valid_pixels=counters.get("valid_mask", 0),
+                                   resumable=state is not None)) as (pw, mw):
+
+            saved = [0.0]
 
             def write(block: Window, prob: np.ndarray) -> None:
                 pw.write(block, encode_probability(prob, dtype))
@@ -440,6 +557,17 @@ def _predict_rasters(pred: Predictor, scene, grid: Grid, paths: dict[str, Path],
                 mw.write(block, mask)
                 stats["mine_pixels"] += int((mask == 1).sum())
                 stats["predicted_pixels"] += int((mask != MASK_NODATA).sum())
+                now = time.monotonic()
+                if state is not None and (not saved[0] or now - saved[0] >= CHECKPOINT_SECONDS
+                                          or block.row_stop >= out_grid.height):
+                    saved[0] = now           # this block is on disk: a killed run resumes after it
+                    pw.checkpoint()
+                    mw.checkpoint()
+                    state.rows = block.row_stop
+                    state.streams = {"probability": pw.stream_path.name, "mask": mw.stream_path.name}
+                    state.counters = {"mine_pixels": stats["mine_pixels"], "predicted_pixels": stats["predicted_pixels"],
+                                      "valid_probability": pw.valid_pixels, "valid_mask": mw.valid_pixels}
+                    state.save()
 
             # Finished blocks are encoded, compressed and written by one thread while the model
             # predicts the next rows; at most two blocks wait (bounded memory), in order.
@@ -448,13 +576,55 @@ def _predict_rasters(pred: Predictor, scene, grid: Grid, paths: dict[str, Path],
                 for block, prob in tiled_inference(forward, read, grid.shape, pred.window, edge, region=region,
                                                    blend=blend, batch_size=batch_size, include=include,
                                                    strip_windows=strip_windows, stats=stats,
-                                                   progress=bar.update if bar is not None else None,
-                                                   read_done=getattr(scene, "close_thread", None)):
+                                                   progress=advance if bar is not None else None,
+                                                   read_done=getattr(scene, "close_thread", None),
+                                                   start_row=start_row):
                     waiting.append(pool.submit(write, block.shift(-r0, -c0), prob))
                     while len(waiting) > 2:
                         waiting.popleft().result()
                 while waiting:
                     waiting.popleft().result()
+    except BaseException as err:
+        if state is not None and not isinstance(err, KeyboardInterrupt):
+            discard_progress(state.path)     # its stream files are gone with the failed writers
+        raise
     finally:
         if bar is not None:
             bar.close()
+    if state is not None:
+        discard_progress(state.path, streams=False)   # the outputs are published
+
+
+def _resume_state(key: dict | None, paths: dict[str, Path], out_grid: Grid, dtype: str) -> Progress | None:
+    """The progress of a killed run to continue (its stream files kept), or a fresh one (rows
+    0; every leftover of earlier runs of this scene removed); None when ``key`` is None."""
+    if key is None:
+        return None
+    ppath = progress_path(paths["probability"])
+    state = load_progress(ppath, key, target=paths["probability"])
+    if state is not None and not _streams_fit(state, out_grid, dtype):
+        state = None
+    if state is None:
+        discard_progress(ppath)
+        state = Progress(ppath, key, target=paths["probability"])
+    _remove_stale_partials(paths, keep=tuple(state.streams.values()))
+    return state
+
+
+def _streams_fit(state: Progress, out_grid: Grid, dtype: str) -> bool:
+    """Both stream files open, on this grid, with the outputs' types."""
+    import rasterio
+
+    want = {"probability": dtype, "mask": "uint8"}
+    if set(state.streams) != set(want):
+        return False
+    for key, path in state.stream_paths().items():
+        try:
+            with rasterio.open(path) as ds:
+                ok = (ds.width, ds.height, ds.count, ds.dtypes[0]) == (out_grid.width, out_grid.height, 1, want[key]) \
+                    and ds.crs == out_grid.crs and ds.transform.almost_equals(out_grid.transform)
+        except Exception:  # noqa: BLE001 - unreadable: start afresh
+            return False
+        if not ok:
+            return False
+    return True

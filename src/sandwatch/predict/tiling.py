@@ -165,7 +165,8 @@ def tiled_inference(predict_batch: BatchFn, read: Reader, grid_shape: tuple[int,
                     batch_size: int = 8, include: Callable[[Window], bool] | None = None,
                     strip_windows: int = 32, progress: Callable[[int], None] | None = None,
                     stats: dict | None = None, prefetch_strips: int = 2,
-                    read_done: Callable[[], None] | None = None) -> Iterator[tuple[Window, np.ndarray]]:
+                    read_done: Callable[[], None] | None = None,
+                    start_row: int | None = None) -> Iterator[tuple[Window, np.ndarray]]:
     """Predict a grid (or a ``region`` of it) window by window and yield finished row blocks.
 
     Parameters
@@ -197,7 +198,13 @@ def tiled_inference(predict_batch: BatchFn, read: Reader, grid_shape: tuple[int,
     progress:
         Called with the number of windows just predicted.
     stats:
-        A dict that receives ``windows`` (predicted) and ``skipped_windows`` (left out).
+        A dict that receives ``windows`` (selected), ``skipped_windows`` (left out by
+        ``include``) and, with ``start_row``, ``resumed_windows`` (not predicted again).
+    start_row:
+        Resume: rows of the region above this grid row are finished already (an earlier run
+        wrote them) and are not yielded again. Windows that only reach those rows are not
+        predicted, except the ones that share a batch with the first window still needed, so
+        every batch is the one a whole run makes and the pixels are a whole run's.
 
     Yields
     ------
@@ -224,7 +231,20 @@ def tiled_inference(predict_batch: BatchFn, read: Reader, grid_shape: tuple[int,
         stats["windows"] = stats.get("windows", 0) + sum(len(r) for r in rows)
         stats["skipped_windows"] = stats.get("skipped_windows", 0) + skipped
 
+    # Batches are consecutive windows of the *whole grid's* row-major sequence of selected
+    # windows (they may span rows), so a row band of the grid is batched exactly as in a whole
+    # run: even a model whose float rounding depends on the batch gives identical pixels.
+    index = _windows_before(rows, (height, width), window, edge, m, include) if rows else 0
     r_top, c0, r_stop, rw = region.row, region.col, region.row_stop, region.width
+    if start_row is not None and start_row > r_top:
+        r_top = min(int(start_row), r_stop)
+        flat = [pair for row in rows for pair in row]
+        first = next((i for i, (_, keep) in enumerate(flat) if min(keep.row_stop + m, r_stop) > r_top), len(flat))
+        cut = len(flat) if first == len(flat) else max(0, first - (index + first) % batch_size)   # its batch
+        rows = window_rows(flat[cut:])
+        index += cut
+        if stats is not None:
+            stats["resumed_windows"] = stats.get("resumed_windows", 0) + cut
     acc = np.zeros((0, rw), np.float32)    # weighted sum of probabilities, rows [buf0, buf0 + len)
     wsum = np.zeros((0, rw), np.float32)   # sum of weights
     buf0 = r_top
@@ -276,10 +296,6 @@ def tiled_inference(predict_batch: BatchFn, read: Reader, grid_shape: tuple[int,
             progress(len(pending))
         pending.clear()
 
-    # Batches are consecutive windows of the *whole grid's* row-major sequence of selected
-    # windows (they may span rows), so a row band of the grid is batched exactly as in a whole
-    # run: even a model whose float rounding depends on the batch gives identical pixels.
-    index = _windows_before(rows, (height, width), window, edge, m, include) if rows else 0
     strips = prefetch(_strips(read, rows, (height, width), window, strip_windows, read_done), prefetch_strips,
                       name="sandwatch-read")
     try:

@@ -81,13 +81,20 @@ class StreamingCOGWriter:
         # out.tif exists only now, as a validated-layout COG with overviews
 
     On an exception inside the ``with`` block neither the final file nor the temporary
-    stream file is left behind.
+    stream file is left behind; with ``resumable`` the stream file is kept on
+    ``KeyboardInterrupt`` (a run stopped with Ctrl-C resumes like a killed one).
+
+    Resuming (:mod:`sandwatch.predict.resume`): :meth:`checkpoint` puts every block written so
+    far on disk (close, fsync, reopen); ``stream=`` reopens such a file of an earlier run and
+    goes on writing into it, ``valid_pixels`` restoring its count. A stream file that is not
+    a raster of this grid and type raises ``ValueError`` (start afresh).
     """
 
     def __init__(self, path: str | os.PathLike, grid: Grid, dtype: str, nodata: float | None, *,
                  resampling: str = "average", blocksize: int = 256, tags: dict | None = None,
                  scale: float | None = None, offset: float | None = None, description: str | None = None,
-                 cog: bool = True):
+                 cog: bool = True, stream: str | os.PathLike | None = None, valid_pixels: int = 0,
+                 resumable: bool = False):
         self.path = Path(path)
         self.grid = grid
         self.dtype = dtype
@@ -98,13 +105,24 @@ class StreamingCOGWriter:
         self.scale, self.offset = scale, offset
         self.description = description
         self.cog = cog
+        self._resume_from = Path(stream) if stream is not None else None
+        self.resumable = bool(resumable or stream is not None)
         self._stream_path: Path | None = None
         self._ds = None
-        self.valid_pixels = 0     #: pixels written with data (not nodata), counted as blocks come
+        self.valid_pixels = int(valid_pixels) if stream is not None else 0
+        #: pixels written with data (not nodata), counted as blocks come
+
+    @property
+    def stream_path(self) -> Path | None:
+        """The tiled GeoTIFF being written (a temporary sibling of the output)."""
+        return self._stream_path
 
     # ---- context ---------------------------------------------------------------------------
     def __enter__(self) -> "StreamingCOGWriter":
         make_dirs(self.path.parent, self.path)
+        if self._resume_from is not None:
+            self._reopen_stream()
+            return self
         self._stream_path = temporary_sibling(self.path.with_name(self.path.stem + ".stream.tif"))
         profile = dict(
             driver="GTiff", width=self.grid.width, height=self.grid.height, count=1, dtype=self.dtype,
@@ -124,6 +142,44 @@ class StreamingCOGWriter:
         except Exception as err:
             raise self._failed(err) from None
         return self
+
+    def _reopen_stream(self) -> None:
+        """Go on writing into the stream file of an earlier run (checked against this grid)."""
+        path = self._resume_from
+        try:
+            ds = rasterio.open(path, "r+")
+        except Exception as err:  # noqa: BLE001 - not a raster we can update: start afresh
+            raise ValueError(f"{path}: cannot be reopened ({err})") from None
+        same = (ds.width, ds.height, ds.count, ds.dtypes[0]) == (self.grid.width, self.grid.height, 1, self.dtype) \
+            and ds.crs == self.grid.crs and ds.transform.almost_equals(self.grid.transform)
+        if not same:
+            ds.close()
+            raise ValueError(f"{path}: not a {self.dtype} raster of this grid")
+        self._stream_path = path
+        self._ds = ds
+
+    def checkpoint(self) -> None:
+        """Put every block written so far on disk: close the stream file (GDAL writes its
+        tiles and directory), fsync it and reopen it for update. Afterwards the file reads
+        back with all those blocks even if the process is killed."""
+        gdal: list[str] = []
+        try:
+            with gdal_failures() as gdal:
+                self._ds.close()
+            self._ds = None
+            failed = write_failures(gdal)
+            if failed:
+                raise OSError(errno.EIO, f"GDAL: {failed[0]}", str(self._stream_path))
+            fd = os.open(self._stream_path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._ds = rasterio.open(self._stream_path, "r+")
+        except SandwatchError:
+            raise
+        except Exception as err:
+            raise self._failed(err, write_failures(gdal)) from None
 
     def write(self, window: Window, block: np.ndarray) -> None:
         """Write ``block`` (``window.shape``, already encoded) at ``window`` of the grid."""
@@ -166,6 +222,9 @@ class StreamingCOGWriter:
             self._ds = None
 
     def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None and self.resumable and issubclass(exc_type, KeyboardInterrupt):
+            self._close_quietly()          # kept: the next run resumes from its last checkpoint
+            return False
         try:
             if exc_type is not None:
                 self._close_quietly()
