@@ -22,6 +22,9 @@ regions that stop raise "inactive". Outputs in OUT_DIR:
   alerts.csv/.geojson     alerts: date, first seen, area, growth, centroid lat/lon
 Re-running with the same scenes adds nothing; adding a date adds one observation and
 only the alerts it causes. Each date is committed on its own (a killed run keeps them).
+Runs of different sites may share one --db at the same time; a second run of the same
+site waits for the first (lock file .DB.SITE.lock beside the database), then adds only
+what is new; a lock left by a dead run is taken over.
 \b
 Examples:
   sandwatch monitor --checkpoint best.ckpt --site site00 --aoi demo/site00/rivers.geojson \\

@@ -13,6 +13,12 @@ One SQLite file by default (``DIR/history.sqlite``); any SQLAlchemy URL works as
 
 Each date is written by :meth:`History.record_date` in one transaction, so a run killed
 midway keeps every date committed before the kill.
+
+Several runs may share one database (e.g. one per site, in parallel). On SQLite every write
+is one ``BEGIN IMMEDIATE`` transaction (writers queue for up to :data:`BUSY_SECONDS` instead of
+failing or deadlocking), whose existence checks and inserts are therefore atomic: no site,
+observation or alert is recorded twice. A new database file is published with ``link``, which
+never replaces a database another run created meanwhile.
 """
 
 from __future__ import annotations
@@ -27,10 +33,13 @@ from typing import Any
 from sqlalchemy import (Boolean, Column, Date, DateTime, Float, ForeignKey, Integer, MetaData, String, Table, Text,
                         UniqueConstraint, create_engine, event, select)
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from sandwatch.errors import SandwatchError
-from sandwatch.io import atomic_output, free_bytes, write_error
+from sandwatch.io import free_bytes, remove_quietly, temporary_sibling, write_error
+
+#: How long a write waits for another run's write transaction on the same SQLite database.
+BUSY_SECONDS = 120.0
 
 metadata = MetaData()
 
@@ -138,9 +147,14 @@ class History:
             if not path.exists():
                 _create_sqlite(path)   # whole or absent: a failed creation leaves no empty file
         try:
-            self.engine: Engine = create_engine(url, future=True)
             if url.startswith("sqlite"):
+                self.engine: Engine = create_engine(url, future=True, connect_args={"timeout": BUSY_SECONDS})
                 event.listen(self.engine, "connect", _sqlite_pragmas)
+                event.listen(self.engine, "begin", _sqlite_begin)
+            else:
+                self.engine = create_engine(url, future=True)
+            #: connections whose transactions write: BEGIN IMMEDIATE on SQLite
+            self._writer = self.engine.execution_options(sandwatch_write=True)
             metadata.create_all(self.engine)
         except Exception as err:  # noqa: BLE001 - bad URL / unreachable server / not a database
             self._raise(err, db)
@@ -173,12 +187,17 @@ class History:
 
     def add_site(self, name: str, *, crs: str, transform: list[float], width: int, height: int, window: list[int],
                  aoi_wkt: str, latitude: float | None, longitude: float | None) -> SiteRecord:
+        """Add a site, or (another run added it first) return the one recorded: the caller
+        compares its grid and AOI as for any known site."""
         try:
-            with self.engine.begin() as conn:
-                conn.execute(sites.insert().values(
-                    name=name, crs=crs, transform=json.dumps(list(transform)), width=width, height=height,
-                    window=json.dumps(list(window)), aoi_wkt=aoi_wkt, latitude=latitude, longitude=longitude,
-                    created=_now()))
+            with self._writer.begin() as conn:
+                if conn.execute(select(sites.c.id).where(sites.c.name == name)).first() is None:
+                    conn.execute(sites.insert().values(
+                        name=name, crs=crs, transform=json.dumps(list(transform)), width=width, height=height,
+                        window=json.dumps(list(window)), aoi_wkt=aoi_wkt, latitude=latitude, longitude=longitude,
+                        created=_now()))
+        except IntegrityError:
+            pass              # a server database without IMMEDIATE: the other run's insert won
         except OperationalError as err:
             self._raise(err)
         return self.site(name)  # type: ignore[return-value]
@@ -213,7 +232,7 @@ class History:
 
     def _record_date(self, site_id, observation, polygons, new_alerts) -> tuple[int, int]:
         n_obs = n_alerts = 0
-        with self.engine.begin() as conn:
+        with self._writer.begin() as conn:
             if observation is not None:
                 exists = conn.execute(select(observations.c.id).where(
                     (observations.c.site_id == site_id) & (observations.c.date == observation["date"])
@@ -235,31 +254,57 @@ class History:
 
 
 def _create_sqlite(path: Path) -> None:
-    """A new SQLite history with its tables, written under a temporary name and renamed: on a
-    full or read-only disk no empty database file is left under the final name."""
-    def check(tmp):
-        import sqlite3
+    """A new SQLite history with its tables, written under a temporary name, checked, fsynced
+    and published with ``link``: never over a database another run created meanwhile (that
+    one is used), and on a full or read-only disk no empty database file is left under the
+    final name (one line naming it instead)."""
+    import sqlite3
 
+    tmp = temporary_sibling(path)
+    try:
+        engine = create_engine(f"sqlite:///{tmp}", future=True)
+        try:
+            metadata.create_all(engine)
+        finally:
+            engine.dispose()
         con = sqlite3.connect(f"file:{tmp}?mode=ro", uri=True)
         try:
             if con.execute("PRAGMA quick_check").fetchall() != [("ok",)]:
                 raise OSError("the new database does not read back")
         finally:
             con.close()
-
-    with atomic_output(path, verify=check) as tmp:
-        engine = create_engine(f"sqlite:///{tmp}", future=True)
+        fd = os.open(tmp, os.O_RDONLY)
         try:
-            metadata.create_all(engine)
+            os.fsync(fd)
         finally:
-            engine.dispose()
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass                               # another run created it first: use theirs
+        except OSError:
+            if not path.exists():              # a file system without hard links
+                os.rename(tmp, path)
+    except Exception as err:
+        free = free_bytes(path.parent)
+        remove_quietly(tmp)
+        raise write_error(path, err, free=free, generic=True) from None
+    finally:
+        remove_quietly(tmp)
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    dbapi_conn.isolation_level = None   # transactions are begun by _sqlite_begin, not by the driver
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA synchronous=FULL")
     cur.close()
+
+
+def _sqlite_begin(conn) -> None:
+    """Writes take SQLite's write lock at BEGIN (waiting up to :data:`BUSY_SECONDS` for another
+    run's write): their checks and inserts are atomic, and two writers never deadlock."""
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("sandwatch_write") else "BEGIN")
 
 
 def _site_record(row) -> SiteRecord:

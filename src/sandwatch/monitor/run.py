@@ -45,6 +45,7 @@ from sandwatch.io import atomic_output
 from sandwatch.monitor.clouds import CLOUD_TESTS, L1CCloudTest, observed_mask
 from sandwatch.monitor.history import History
 from sandwatch.monitor.series import AlertConfig, AlertEvent, AlertTracker, date_figures
+from sandwatch.predict.lock import RunLock, RunLockWarning
 
 NOT_OBSERVED = 255
 DB_NAME = "history.sqlite"
@@ -156,7 +157,7 @@ def _site_grid(rec) -> Grid:
 def monitor_site(checkpoint, site: str, aoi, scenes: Sequence, out_dir: str | os.PathLike, *,
                  db: str | os.PathLike | None = None, config: MonitorConfig = MonitorConfig(),
                  progress: bool = True, device=None,
-                 on_commit: Callable[[dt.date, str], None] | None = None) -> MonitorResult:
+                 on_commit: Callable[[dt.date, str], None] | None = None, wait: bool = True) -> MonitorResult:
     """Monitor one site: see the module docstring.
 
     ``checkpoint``: a Checkpoint, its path, or a :class:`sandwatch.predict.Predictor` (built
@@ -166,18 +167,64 @@ def monitor_site(checkpoint, site: str, aoi, scenes: Sequence, out_dir: str | os
     the scenes' CRS. ``scenes``: paths/URLs (or Scenes) of the site at any dates, any order,
     all on one grid. ``db``: SQLite path or SQLAlchemy URL (default ``out_dir/history.sqlite``).
     ``on_commit(date, scene)`` is called after each date's transaction.
+
+    One run at a time per site and database: the run holds :func:`site_lock_path` (owner's PID
+    and host). Another run of the same site on this host is waited for (``wait``; a
+    :class:`~sandwatch.predict.lock.RunLockWarning` says so), then this one goes on from what
+    that one recorded; ``wait=False``, or an owner on another host, is refused with one line;
+    a dead owner's lock is taken over. Runs of other sites share the database.
     """
-    from tqdm.auto import tqdm
-
-    from sandwatch.predict import as_predictor, predict_scene
-    from sandwatch.predict.core import as_scene
-
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     if not site or not str(site).strip():
         raise SandwatchError.about("--site", "is empty", "name the site, e.g. --site wainganga-01")
     if not scenes:
         raise SandwatchError.about("--scenes", "no scenes given", "pass one or more scenes of the site")
+    db_path = db if db is not None else out_dir / DB_NAME
+    lock = RunLock(site_lock_path(db_path, out_dir, site), f"monitoring site {site!r}", wait=wait, on_wait=_warn,
+                   on_stale=_warn, fix="wait for that run to finish (a re-run then adds only what is new)",
+                   target=_db_file(db_path) or out_dir)
+    with lock:
+        return _monitor_locked(checkpoint, site, aoi, scenes, out_dir, db=db, config=config, progress=progress,
+                               device=device, on_commit=on_commit, wait=wait)
+
+
+def site_lock_path(db, out_dir: str | os.PathLike, site: str) -> Path:
+    """The lock of one site's history: ``.DB.SITE.lock`` beside an SQLite file, or
+    ``OUT_DIR/.monitor.SITE.lock`` for a database URL (other names than the site's
+    letters, digits and ``._-`` are replaced, with a digest to keep names apart)."""
+    import re
+
+    slug = re.sub(r"[^A-Za-z0-9._-]", "_", str(site))[:80]
+    if slug != str(site):
+        slug += "-" + hashlib.sha256(str(site).encode()).hexdigest()[:8]
+    path = _db_file(db)
+    if path is None:
+        return Path(out_dir) / f".monitor.{slug}.lock"
+    return path.with_name(f".{path.name}.{slug}.lock")
+
+
+def _db_file(db) -> Path | None:
+    """The SQLite file of a path or ``sqlite:///`` URL (None for a server database)."""
+    text = str(db)
+    if text.startswith("sqlite:///"):
+        return Path(text[len("sqlite:///"):]).resolve()
+    return None if "://" in text else Path(text).resolve()
+
+
+def _warn(message: str) -> None:
+    import warnings
+
+    warnings.warn(message, RunLockWarning, stacklevel=2)
+
+
+def _monitor_locked(checkpoint, site, aoi, scenes, out_dir: Path, *, db, config: MonitorConfig, progress: bool,
+                    device, on_commit, wait: bool) -> MonitorResult:
+    from tqdm.auto import tqdm
+
+    from sandwatch.predict import as_predictor, predict_scene
+    from sandwatch.predict.core import as_scene
+
     history = History(db if db is not None else out_dir / DB_NAME)
     try:
         # ---- scenes: open, date, fingerprint ---------------------------------------------
@@ -257,7 +304,7 @@ def monitor_site(checkpoint, site: str, aoi, scenes: Sequence, out_dir: str | os
                 name = f"{site}_{date}_{h[:8]}"
                 pred = predict_scene(predictor, scene, dirs["predictions"], edge=config.edge, aoi=geom,
                                      threshold=config.threshold, batch_size=config.batch_size, progress=False,
-                                     name=name, tta=config.tta)
+                                     name=name, tta=config.tta, wait=wait)
                 mine, observed, method = observe(scene, pred.paths["mask"], window, aoi_mask, config)
                 write_observation_raster(raster, mine, observed, wgrid, date)
                 fig = date_figures(mine, observed, aoi_mask, px_area)
