@@ -4,9 +4,11 @@ full 10980 x 10980 tile vs a 2048 x 2048 scene, AOI-only speed-up, pixels per se
     .venv/bin/python benchmarks/predict.py                 # everything (about 10-20 min on 2 cores)
     .venv/bin/python benchmarks/predict.py --quick         # no full tile, smaller scenes
     .venv/bin/python benchmarks/predict.py --workdir /tmp/sw-bench --arch ssl4eo-resnet18
+    .venv/bin/python benchmarks/predict.py --only rows             # RSS per window row, full tile
+    .venv/bin/python benchmarks/predict.py --only rows --quick     # the same on a 2560 px scene
 
 Synthetic 13-band L1C scenes (uint16, tiled, deflate) with a sinuous river are written to
-``--workdir`` once and reused. Each memory figure is the peak RSS (``ru_maxrss``) of a fresh
+``--workdir`` once and reused. Each memory figure is the peak RSS (``VmHWM``) of a fresh
 child process that imports sandwatch, loads the checkpoint, opens the scene and predicts it,
 so the numbers include Python, torch and GDAL. Figures are printed with their targets:
 
@@ -17,7 +19,13 @@ so the numbers include Python, torch and GDAL. Figures are printed with their ta
   larger the figure;
 * peak RSS full tile < 1 GB and within 20 % of the 2048 px scene;
 * AOI-only speed-up >= 3x when the AOI covers < 30 % of the scene;
-* pixels per second, float32 and bfloat16.
+* pixels per second, float32 and bfloat16;
+* RSS per window row on a full tile with a real encoder (``--only rows``): a synthetic 10980 x
+  10980 13-band COG (2560 px with ``--quick``, any size with ``--tile-size``), predicted whole
+  with the ``ssl4eo-resnet18`` U-Net (random weights, batch 8); the RSS of the process is
+  sampled each time a window row is finished. Targets: flat (max - min from the third row to
+  the end <= 50 MB), and peak RSS at most 200 MB above the baseline, a fresh process that
+  only loads the same model and predicts one batch of 8 windows (measured in the same run).
 """
 
 from __future__ import annotations
@@ -43,15 +51,17 @@ def river_col(rows: np.ndarray, width: int) -> np.ndarray:
     return width * 0.5 + width * 0.18 * np.sin(rows / max(width, 1) * 2 * math.pi * 1.5)
 
 
-def write_scene(path: Path, size: int, block: int = 1024) -> Path:
-    """A synthetic 13-band L1C scene (10 m, UTM 44N) with a 60 m wide meandering river."""
+def write_scene(path: Path, size: int, block: int = 1024, height: int | None = None) -> Path:
+    """A synthetic 13-band L1C scene (10 m, UTM 44N) with a 60 m wide meandering river,
+    ``size`` pixels wide and ``height`` (default ``size``) high."""
     import rasterio
     from rasterio.transform import from_origin
 
     if path.exists():
         return path
     tmp = path.with_suffix(".partial.tif")
-    profile = dict(driver="GTiff", width=size, height=size, count=13, dtype="uint16", nodata=0,
+    height = size if height is None else height
+    profile = dict(driver="GTiff", width=size, height=height, count=13, dtype="uint16", nodata=0,
                    crs="EPSG:32644", transform=from_origin(300000, 2300000, 10, 10), tiled=True,
                    blockxsize=512, blockysize=512, compress="deflate", zlevel=1, interleave="band",
                    BIGTIFF="IF_SAFER")
@@ -59,8 +69,8 @@ def write_scene(path: Path, size: int, block: int = 1024) -> Path:
     with rasterio.open(tmp, "w", **profile) as ds:
         for i, b in enumerate(L1C, 1):
             ds.set_band_description(i, b)
-        for r0 in range(0, size, block):
-            h = min(block, size - r0)
+        for r0 in range(0, height, block):
+            h = min(block, height - r0)
             rows = np.arange(r0, r0 + h, dtype=np.float32)
             dist = np.abs(cols[None, :] - river_col(rows, size)[:, None])
             water = np.clip(1.5 - dist / 4, 0, 1)[None]                      # ~6 px wide river
@@ -102,8 +112,6 @@ def make_checkpoint(path: Path, arch: str, width: int | None) -> Path:
 
 # ---- child: one prediction in a fresh process, prints JSON ------------------------------------
 def child(args: argparse.Namespace) -> None:
-    import resource
-
     t0 = time.perf_counter()
     import sandwatch.aoi  # noqa: F401  - library imports are start-up, not prediction
     import sandwatch.imagery  # noqa: F401
@@ -124,10 +132,93 @@ def child(args: argparse.Namespace) -> None:
             bares.append(bare_forward(pred.forward.model, len(pred.bands), pred.forward.batch_sizes, args.bf16))
     stats = {k: v for k, v in res.stats.items() if isinstance(v, (int, float, str, bool))}
     stats.update(wall=min(walls), startup=startup, forward_seconds=fwds[walls.index(min(walls))])
-    stats["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    stats["maxrss_mb"] = peak_mb()
     if bares:
         stats["bare"] = min(bares)
     print("RESULT " + json.dumps(stats))
+
+
+def rss_mb() -> float:
+    """Resident set size of this process now, MB (Linux /proc)."""
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_mb() -> float:
+    """Peak RSS of this process, MB: ``VmHWM``. Not ``ru_maxrss``: Linux carries the parent's
+    RSS at fork over the exec into it, so a child of a parent that built a model reported
+    at least the parent's size."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def baseline_child(args: argparse.Namespace) -> None:
+    """Load the model and predict one batch of windows: the floor any prediction stands on."""
+    import sandwatch.aoi  # noqa: F401  - the same imports as a prediction
+    import sandwatch.imagery  # noqa: F401
+    from sandwatch.predict import Predictor
+
+    pred = Predictor.from_checkpoint(args.checkpoint)
+    rng = np.random.default_rng(0)
+    batch = rng.random((args.batch_size, len(pred.bands), pred.window, pred.window), dtype=np.float32)
+    pred.forward(pred.normalize(batch))
+    print("RESULT " + json.dumps({"rss_mb": rss_mb(), "maxrss_mb": peak_mb()}))
+
+
+def reset_peak() -> bool:
+    """Start a new peak RSS (``VmHWM``) from the current RSS (Linux >= 4.0); False if refused."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def rows_child(args: argparse.Namespace) -> None:
+    """Predict a whole scene; each time a window row is finished, note the RSS then and the
+    peak RSS during that row (``VmHWM``, reset at each row end)."""
+    import sandwatch.aoi  # noqa: F401
+    import sandwatch.imagery  # noqa: F401
+    from sandwatch.imagery import open_scene
+    from sandwatch.predict import Predictor, predict_scene, window_grid, window_rows
+
+    pred = Predictor.from_checkpoint(args.checkpoint)
+    scene = open_scene(args.scene)
+    per_row = len(window_rows(window_grid(scene.grid.shape, pred.window, 30))[0])
+    fwd = pred.forward
+    seen = {"windows": 0, "rows": []}
+    t0 = time.perf_counter()
+
+    overall = {"peak": 0.0}
+    per_row_peak = reset_peak()
+
+    def row_done():
+        peak = peak_mb()
+        overall["peak"] = max(overall["peak"], peak)
+        seen["rows"].append((rss_mb(), peak if per_row_peak else None, time.perf_counter() - t0))
+        if per_row_peak:
+            reset_peak()
+
+    def counting(batch):   # runs in predict's model thread, batches in row-major window order
+        done_rows = seen["windows"] // per_row
+        while len(seen["rows"]) < done_rows:
+            row_done()
+        seen["windows"] += len(batch)
+        return fwd(batch)
+
+    pred.forward = counting
+    res = predict_scene(pred, scene, args.out, edge=30, batch_size=args.batch_size, overwrite=True,
+                        progress=False)
+    row_done()                                  # the last row, with the COGs and polygons
+    print("RESULT " + json.dumps({"rows": seen["rows"], "maxrss_mb": max(overall["peak"], peak_mb()),
+                                  "windows": res.stats["windows"], "wall": time.perf_counter() - t0,
+                                  "per_row": per_row}))
 
 
 def run_child(scene: Path, ckpt: Path, out: Path, *, aoi: Path | None = None, batch_size: int = 8,
@@ -145,6 +236,65 @@ def run_child(scene: Path, ckpt: Path, out: Path, *, aoi: Path | None = None, ba
         if line.startswith("RESULT "):
             return json.loads(line[7:])
     raise RuntimeError(f"child failed:\n{proc.stdout}\n{proc.stderr}")
+
+
+def run_script_child(kind: str, *args: str) -> dict:
+    proc = subprocess.run([sys.executable, __file__, kind, *args], capture_output=True, text=True)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    raise RuntimeError(f"child failed:\n{proc.stdout}\n{proc.stderr}")
+
+
+def write_cog_scene(path: Path, size: int, height: int | None = None) -> Path:
+    """The synthetic scene of :func:`write_scene` as a COG (deflate, internal overviews)."""
+    if path.exists():
+        return path
+    from rio_cogeo.cogeo import cog_translate
+    from rio_cogeo.profiles import cog_profiles
+
+    tiff = write_scene(path.with_name(path.stem + ".stream.tif"), size, height=height)
+    profile = cog_profiles.get("deflate")
+    profile.update(blockxsize=512, blockysize=512, predictor=2)
+    tmp = path.with_name(path.stem + ".partial.tif")
+    cog_translate(str(tiff), str(tmp), profile, in_memory=False, quiet=True,
+                  config={"GDAL_NUM_THREADS": "2", "GDAL_TIFF_OVR_BLOCKSIZE": "512"})
+    os.replace(tmp, path)
+    tiff.unlink()
+    return path
+
+
+def row_memory(wd: Path, size: int, height: int | None = None, batch_size: int = 8) -> None:
+    """RSS per window row of a whole-scene prediction with the ssl4eo-resnet18 U-Net, against a
+    process that only loads that model and predicts one batch (see the module doc)."""
+    ckpt = make_checkpoint(wd / "ssl4eo-resnet18-0.pt", "ssl4eo-resnet18", None)
+    t = time.perf_counter()
+    height = size if height is None else height
+    scene = write_cog_scene(wd / f"scene{size}x{height}.cog.tif", size, height)
+    print(f"\n[rows] {size}x{height} 13-band COG ready in {time.perf_counter() - t:.0f} s: {scene}")
+    base = run_script_child("_baseline", "--checkpoint", str(ckpt), "--batch-size", str(batch_size))
+    print(f"  baseline: load ssl4eo-resnet18 U-Net + one batch of {batch_size} windows: peak RSS "
+          f"{base['maxrss_mb']:.0f} MB (RSS after {base['rss_mb']:.0f} MB)")
+    r = run_script_child("_rows", "--scene", str(scene), "--checkpoint", str(ckpt), "--out", str(wd / "out-rows"),
+                         "--batch-size", str(batch_size))
+    rows = r["rows"]
+    peaks = rows[0][1] is not None
+    print(f"  whole scene, {r['windows']} windows ({r['per_row']} per row), batch {batch_size}, {r['wall']:.0f} s:")
+    print("   row  RSS at row end MB" + ("  peak RSS in the row MB" if peaks else "") + "      s")
+    for i, (mb, peak, sec) in enumerate(rows, 1):
+        last = i == len(rows)
+        print(f"  {'end' if last else i:>4} {mb:18.0f}" + (f" {peak:23.0f}" if peaks else "") + f" {sec:6.0f}"
+              + ("   (the last row, the COGs and polygons)" if last else ""))
+    for label, k in (("RSS at row end", 0), ("peak RSS per row", 1)):
+        if k == 1 and not peaks:
+            continue
+        tail = [row[k] for row in rows[2:]] or [rows[-1][k]]
+        body = [row[k] for row in rows[2:-1]]
+        slope = (body[-1] - body[0]) / (len(body) - 1) if len(body) > 1 else 0.0
+        print(f"  flat? {label} from row 3 to the end: within {max(tail) - min(tail):.0f} MB (target <= 50); "
+              f"{slope:+.2f} MB per row from row 3 to the last window row")
+    print(f"  peak RSS {r['maxrss_mb']:.0f} MB = baseline + {r['maxrss_mb'] - base['maxrss_mb']:.0f} MB "
+          f"(target <= 200), ratio to the baseline {r['maxrss_mb'] / base['maxrss_mb']:.2f}")
 
 
 def bare_forward(model, n_bands: int, sizes: list[int], bf16: bool = False) -> float:
@@ -168,6 +318,11 @@ def main() -> None:
     c.add_argument("--batch-size", type=int, default=8), c.add_argument("--bf16", action="store_true")
     c.add_argument("--dtype", default="uint8"), c.add_argument("--bare", action="store_true")
     c.add_argument("--repeat", type=int, default=1)
+    b = sub.add_parser("_baseline")
+    b.add_argument("--checkpoint"), b.add_argument("--batch-size", type=int, default=8)
+    rc = sub.add_parser("_rows")
+    rc.add_argument("--scene"), rc.add_argument("--checkpoint"), rc.add_argument("--out")
+    rc.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/sandwatch-bench"))
     ap.add_argument("--arch", default="unet", help="model for all figures (default: narrow U-Net)")
     ap.add_argument("--width", type=int, default=8, help="U-Net width (narrow: 8; published: 64)")
@@ -178,9 +333,26 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="alternating predict / bare runs per model (best kept)")
     ap.add_argument("--full-tile-whole", action="store_true",
                     help="also predict the whole full tile (slow: ~12100 windows), not only its AOI")
+    ap.add_argument("--only", choices=["rows"], default=None,
+                    help="rows: only the RSS per window row of a full tile with ssl4eo-resnet18")
+    ap.add_argument("--tile-size", type=int, default=None,
+                    help="side of the scene for --only rows (default 10980; 2560 with --quick)")
+    ap.add_argument("--tile-rows", type=int, default=None,
+                    help="height of that scene (default: square); e.g. 10980 wide and 1600 high for full-width rows")
     args = ap.parse_args()
     if args.cmd == "_child":
         child(args)
+        return
+    if args.cmd == "_baseline":
+        baseline_child(args)
+        return
+    if args.cmd == "_rows":
+        rows_child(args)
+        return
+    if args.only == "rows":
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        size = args.tile_size or (2560 if args.quick else 10980)
+        row_memory(args.workdir, size, args.tile_rows or size)
         return
 
     if args.overhead_models is None:

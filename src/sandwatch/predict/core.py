@@ -315,6 +315,49 @@ def _remove_stale_partials(paths: dict[str, Path], keep: tuple[str, ...] = ()) -
                 pass
 
 
+def _malloc_trim():
+    """glibc's ``malloc_trim`` (None elsewhere)."""
+    global _TRIM
+    if _TRIM is None:
+        _TRIM = False
+        try:
+            import ctypes
+            import ctypes.util
+
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            trim = libc.malloc_trim
+            trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+            _TRIM = trim
+        except (OSError, AttributeError):
+            pass
+    return _TRIM or None
+
+
+_TRIM = None
+
+
+_last_trim = [0.0]
+
+
+def release_free_memory(every: float = 0.0) -> None:
+    """Give the memory freed since the last call back to the system (glibc ``malloc_trim``),
+    at most once per ``every`` seconds.
+
+    Called before each batch: a batch's model activations (hundreds of MB for a ResNet U-Net)
+    are freed into malloc's arenas, and the reading and writing threads free their strips and
+    blocks into theirs; the arenas keep much of it (their tops, and holes between live
+    blocks) and the next batch's activations land beside rather than in it, so without this
+    the peak RSS of each row of windows crept up by about 5 MB per row (a 10980 px tile)."""
+    trim = _malloc_trim()
+    if trim is None:
+        return
+    now = time.monotonic()
+    if every and now - _last_trim[0] < every:
+        return
+    _last_trim[0] = now
+    trim(0)
+
+
 def _warn(message: str) -> None:
     import warnings
 
@@ -502,7 +545,11 @@ def _predict_rasters(pred: Predictor, scene, grid: Grid, paths: dict[str, Path],
     r0, c0 = (0, 0) if region is None else (region.row, region.col)
 
     normalize = pred.normalize
-    forward = with_tta(pred.forward) if tta else pred.forward
+    model = with_tta(pred.forward) if tta else pred.forward
+
+    def forward(batch: np.ndarray) -> np.ndarray:   # the model thread, between two batches
+        release_free_memory(every=1.0)
+        return model(batch)
 
     def read(w: Window):   # runs in tiled_inference's reading thread
         data, valid = scene.read(w, bands=bands)
