@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-import http.server
 import json
 import os
-import re
-import threading
-from functools import partial
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +15,7 @@ from sandwatch.grid import Window
 from sandwatch.imagery import open_scene
 
 from conftest import shared_path
+from rangeserver import RangeServer
 
 pytestmark = pytest.mark.realdata
 
@@ -64,71 +60,11 @@ def test_havel_b01_window_aligns_with_60m_file():
 
 
 # ---- STAC over HTTP -------------------------------------------------------------------------------------
-class RangeHandler(http.server.SimpleHTTPRequestHandler):
-    """Static files with single-range ``Range: bytes=a-b`` support (what GDAL's /vsicurl/ sends)."""
-
-    extra: dict[str, bytes] = {}
-    requests: list[str] = []
-
-    def log_message(self, *args):  # keep pytest output clean
-        pass
-
-    def _payload(self) -> bytes | None:
-        name = self.path.split("?")[0].lstrip("/")
-        if "/" + name in self.extra:
-            return self.extra["/" + name]
-        path = Path(self.translate_path(self.path))
-        return path.read_bytes() if path.is_file() else None
-
-    def _serve(self, body: bool):
-        self.requests.append(f"{self.command} {self.path} {self.headers.get('Range')}")
-        data = self._payload()
-        if data is None:
-            self.send_error(404)
-            return
-        start, end, status = 0, len(data) - 1, 200
-        m = re.match(r"bytes=(\d*)-(\d*)$", self.headers.get("Range", ""))
-        if m and (m.group(1) or m.group(2)):
-            if m.group(1):
-                start = int(m.group(1))
-                end = min(int(m.group(2)), len(data) - 1) if m.group(2) else len(data) - 1
-            else:
-                start = max(0, len(data) - int(m.group(2)))
-            if start >= len(data):
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(data)}")
-                self.end_headers()
-                return
-            status = 206
-        self.send_response(status)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Accept-Ranges", "bytes")
-        self.send_header("Content-Length", str(end - start + 1))
-        if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
-        self.end_headers()
-        if body:
-            self.wfile.write(data[start:end + 1])
-
-    def do_GET(self):
-        self._serve(True)
-
-    def do_HEAD(self):
-        self._serve(False)
-
-
 @pytest.fixture
 def served_cogs():
     folder = shared_path(*COGS)
-    handler = type("Handler", (RangeHandler,), {"extra": {}, "requests": []})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(folder)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield folder, f"http://127.0.0.1:{server.server_address[1]}", handler
-    finally:
-        server.shutdown()
-        server.server_close()
+    with RangeServer(folder) as server:
+        yield folder, server.url, server
 
 
 def _rewrite(item: dict, base: str) -> dict:
