@@ -6,6 +6,7 @@ full 10980 x 10980 tile vs a 2048 x 2048 scene, AOI-only speed-up, pixels per se
     .venv/bin/python benchmarks/predict.py --workdir /tmp/sw-bench --arch ssl4eo-resnet18
     .venv/bin/python benchmarks/predict.py --only rows             # RSS per window row, full tile
     .venv/bin/python benchmarks/predict.py --only rows --quick     # the same on a 2560 px scene
+    .venv/bin/python benchmarks/predict.py --only rows --no-trim   # ... as before the fix
 
 Synthetic 13-band L1C scenes (uint16, tiled, deflate) with a sinuous river are written to
 ``--workdir`` once and reused. Each memory figure is the peak RSS (``VmHWM``) of a fresh
@@ -22,10 +23,11 @@ so the numbers include Python, torch and GDAL. Figures are printed with their ta
 * pixels per second, float32 and bfloat16;
 * RSS per window row on a full tile with a real encoder (``--only rows``): a synthetic 10980 x
   10980 13-band COG (2560 px with ``--quick``, any size with ``--tile-size``), predicted whole
-  with the ``ssl4eo-resnet18`` U-Net (random weights, batch 8); the RSS of the process is
-  sampled each time a window row is finished. Targets: flat (max - min from the third row to
-  the end <= 50 MB), and peak RSS at most 200 MB above the baseline, a fresh process that
-  only loads the same model and predicts one batch of 8 windows (measured in the same run).
+  with the ``ssl4eo-resnet18`` U-Net (random weights, batch 8). Per window row: the RSS
+  between batches (median over the row's batches) and the peak RSS within the row. Targets:
+  flat (max - min over window rows 3 to the last <= 50 MB), and peak RSS at most 200 MB above
+  the baseline, a fresh process that only loads the same model and predicts one batch of 8
+  windows (measured in the same run).
 """
 
 from __future__ import annotations
@@ -181,27 +183,33 @@ def reset_peak() -> bool:
 
 
 def rows_child(args: argparse.Namespace) -> None:
-    """Predict a whole scene; each time a window row is finished, note the RSS then and the
-    peak RSS during that row (``VmHWM``, reset at each row end)."""
+    """Predict a whole scene; for each window row note the median RSS at the start of its
+    batches (the level between two batches: the model holds nothing then) and the peak RSS
+    within the row (``VmHWM``, reset at each row end)."""
     import sandwatch.aoi  # noqa: F401
     import sandwatch.imagery  # noqa: F401
     from sandwatch.imagery import open_scene
     from sandwatch.predict import Predictor, predict_scene, window_grid, window_rows
 
+    if args.no_trim:         # what the rows looked like before predict handed freed memory back
+        import sandwatch.predict.core as core
+
+        core.release_free_memory = lambda share=0.0: None
     pred = Predictor.from_checkpoint(args.checkpoint)
     scene = open_scene(args.scene)
     per_row = len(window_rows(window_grid(scene.grid.shape, pred.window, 30))[0])
     fwd = pred.forward
-    seen = {"windows": 0, "rows": []}
+    seen = {"windows": 0, "rows": [], "samples": []}
     t0 = time.perf_counter()
-
     overall = {"peak": 0.0}
     per_row_peak = reset_peak()
 
     def row_done():
         peak = peak_mb()
         overall["peak"] = max(overall["peak"], peak)
-        seen["rows"].append((rss_mb(), peak if per_row_peak else None, time.perf_counter() - t0))
+        level = float(np.median(seen["samples"])) if seen["samples"] else rss_mb()
+        seen["rows"].append((level, peak if per_row_peak else None, time.perf_counter() - t0))
+        seen["samples"] = []
         if per_row_peak:
             reset_peak()
 
@@ -209,6 +217,7 @@ def rows_child(args: argparse.Namespace) -> None:
         done_rows = seen["windows"] // per_row
         while len(seen["rows"]) < done_rows:
             row_done()
+        seen["samples"].append(rss_mb())
         seen["windows"] += len(batch)
         return fwd(batch)
 
@@ -264,7 +273,7 @@ def write_cog_scene(path: Path, size: int, height: int | None = None) -> Path:
     return path
 
 
-def row_memory(wd: Path, size: int, height: int | None = None, batch_size: int = 8) -> None:
+def row_memory(wd: Path, size: int, height: int | None = None, batch_size: int = 8, no_trim: bool = False) -> None:
     """RSS per window row of a whole-scene prediction with the ssl4eo-resnet18 U-Net, against a
     process that only loads that model and predicts one batch (see the module doc)."""
     ckpt = make_checkpoint(wd / "ssl4eo-resnet18-0.pt", "ssl4eo-resnet18", None)
@@ -276,23 +285,25 @@ def row_memory(wd: Path, size: int, height: int | None = None, batch_size: int =
     print(f"  baseline: load ssl4eo-resnet18 U-Net + one batch of {batch_size} windows: peak RSS "
           f"{base['maxrss_mb']:.0f} MB (RSS after {base['rss_mb']:.0f} MB)")
     r = run_script_child("_rows", "--scene", str(scene), "--checkpoint", str(ckpt), "--out", str(wd / "out-rows"),
-                         "--batch-size", str(batch_size))
+                         "--batch-size", str(batch_size), *(["--no-trim"] if no_trim else []))
+    if no_trim:
+        print("  WITHOUT handing freed memory back between batches (--no-trim: the code before the fix)")
     rows = r["rows"]
     peaks = rows[0][1] is not None
     print(f"  whole scene, {r['windows']} windows ({r['per_row']} per row), batch {batch_size}, {r['wall']:.0f} s:")
-    print("   row  RSS at row end MB" + ("  peak RSS in the row MB" if peaks else "") + "      s")
+    print("   row  RSS between batches MB (median)" + ("  peak RSS in the row MB" if peaks else "") + "      s")
     for i, (mb, peak, sec) in enumerate(rows, 1):
         last = i == len(rows)
-        print(f"  {'end' if last else i:>4} {mb:18.0f}" + (f" {peak:23.0f}" if peaks else "") + f" {sec:6.0f}"
+        print(f"  {'end' if last else i:>4} {mb:35.0f}" + (f" {peak:23.0f}" if peaks else "") + f" {sec:6.0f}"
               + ("   (the last row, the COGs and polygons)" if last else ""))
-    for label, k in (("RSS at row end", 0), ("peak RSS per row", 1)):
+    for label, k in (("RSS between batches", 0), ("peak RSS per row", 1)):
         if k == 1 and not peaks:
             continue
-        tail = [row[k] for row in rows[2:]] or [rows[-1][k]]
-        body = [row[k] for row in rows[2:-1]]
-        slope = (body[-1] - body[0]) / (len(body) - 1) if len(body) > 1 else 0.0
-        print(f"  flat? {label} from row 3 to the end: within {max(tail) - min(tail):.0f} MB (target <= 50); "
-              f"{slope:+.2f} MB per row from row 3 to the last window row")
+        body = [row[k] for row in rows[2:-1]] or [rows[-2][k]]     # window rows 3 .. last
+        slope = np.polyfit(np.arange(len(body)), body, 1)[0] if len(body) > 1 else 0.0
+        print(f"  flat? {label}, window rows 3 to {len(rows) - 1}: within {max(body) - min(body):.0f} MB "
+              f"(target <= 50), trend {slope:+.2f} MB per row; the COGs and polygons after them: "
+              f"{rows[-1][k]:.0f} MB")
     print(f"  peak RSS {r['maxrss_mb']:.0f} MB = baseline + {r['maxrss_mb'] - base['maxrss_mb']:.0f} MB "
           f"(target <= 200), ratio to the baseline {r['maxrss_mb'] / base['maxrss_mb']:.2f}")
 
@@ -322,7 +333,7 @@ def main() -> None:
     b.add_argument("--checkpoint"), b.add_argument("--batch-size", type=int, default=8)
     rc = sub.add_parser("_rows")
     rc.add_argument("--scene"), rc.add_argument("--checkpoint"), rc.add_argument("--out")
-    rc.add_argument("--batch-size", type=int, default=8)
+    rc.add_argument("--batch-size", type=int, default=8), rc.add_argument("--no-trim", action="store_true")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/sandwatch-bench"))
     ap.add_argument("--arch", default="unet", help="model for all figures (default: narrow U-Net)")
     ap.add_argument("--width", type=int, default=8, help="U-Net width (narrow: 8; published: 64)")
@@ -337,6 +348,8 @@ def main() -> None:
                     help="rows: only the RSS per window row of a full tile with ssl4eo-resnet18")
     ap.add_argument("--tile-size", type=int, default=None,
                     help="side of the scene for --only rows (default 10980; 2560 with --quick)")
+    ap.add_argument("--no-trim", action="store_true",
+                    help="--only rows without predict's malloc_trim between batches (to see what it fixes)")
     ap.add_argument("--tile-rows", type=int, default=None,
                     help="height of that scene (default: square); e.g. 10980 wide and 1600 high for full-width rows")
     args = ap.parse_args()
@@ -352,7 +365,7 @@ def main() -> None:
     if args.only == "rows":
         args.workdir.mkdir(parents=True, exist_ok=True)
         size = args.tile_size or (2560 if args.quick else 10980)
-        row_memory(args.workdir, size, args.tile_rows or size)
+        row_memory(args.workdir, size, args.tile_rows or size, no_trim=args.no_trim)
         return
 
     if args.overhead_models is None:

@@ -336,26 +336,30 @@ def _malloc_trim():
 _TRIM = None
 
 
-_last_trim = [0.0]
+#: (when the last trim ended, how long it took)
+_last_trim = [0.0, 0.0]
 
 
-def release_free_memory(every: float = 0.0) -> None:
-    """Give the memory freed since the last call back to the system (glibc ``malloc_trim``),
-    at most once per ``every`` seconds.
+def release_free_memory(share: float = 0.0) -> None:
+    """Give the memory freed since the last call back to the system (glibc ``malloc_trim``;
+    nothing elsewhere). ``share`` > 0: skip the call while less time than the last call took,
+    divided by ``share``, has passed since it (spend at most that share of the time on it).
 
-    Called before each batch: a batch's model activations (hundreds of MB for a ResNet U-Net)
-    are freed into malloc's arenas, and the reading and writing threads free their strips and
-    blocks into theirs; the arenas keep much of it (their tops, and holes between live
-    blocks) and the next batch's activations land beside rather than in it, so without this
-    the peak RSS of each row of windows crept up by about 5 MB per row (a 10980 px tile)."""
+    ``_predict_rasters`` calls it before each batch (``share`` 2 %): a batch's model
+    activations (hundreds of MB for a ResNet U-Net) are freed into malloc's arenas, and the
+    reading and writing threads free their strips and blocks into theirs; the arenas keep much
+    of it (their tops, and holes between live blocks) and the next batch's activations land
+    beside rather than in it, so without this the peak RSS of each window row of a 10980 px
+    tile crept up by about 5 MB a row."""
     trim = _malloc_trim()
     if trim is None:
         return
-    now = time.monotonic()
-    if every and now - _last_trim[0] < every:
+    t0 = time.monotonic()
+    if share > 0 and t0 - _last_trim[0] < _last_trim[1] / share:
         return
-    _last_trim[0] = now
     trim(0)
+    t1 = time.monotonic()
+    _last_trim[:] = [t1, t1 - t0]
 
 
 def _warn(message: str) -> None:
@@ -548,7 +552,7 @@ def _predict_rasters(pred: Predictor, scene, grid: Grid, paths: dict[str, Path],
     model = with_tta(pred.forward) if tta else pred.forward
 
     def forward(batch: np.ndarray) -> np.ndarray:   # the model thread, between two batches
-        release_free_memory(every=1.0)
+        release_free_memory(share=0.02)
         return model(batch)
 
     def read(w: Window):   # runs in tiled_inference's reading thread
