@@ -31,6 +31,15 @@ from test_predict_e2e import tiny_checkpoint, write_scene  # noqa: E402
 BANDS = ("B02", "B03", "B04")
 
 
+@pytest.fixture(autouse=True)
+def checkpoint_every_block(monkeypatch):
+    """Save progress after every finished block (the library saves at most one a second in
+    between, which would make where a stopped test run resumes depend on the machine's speed)."""
+    import sandwatch.predict.core as core
+
+    monkeypatch.setattr(core, "CHECKPOINT_SECONDS", 0.0)
+
+
 def batchy(batch: np.ndarray) -> np.ndarray:
     """5 x 5 mean of band 0, plus a term that depends on the batch's size and each window's
     place in it (changes the 4th decimal: visible in uint8 maps too)."""
@@ -173,6 +182,22 @@ def test_progress_of_another_checkpoint_threshold_edge_or_tta_is_not_reused(tmp_
     predict_scene(pred(), scene, tmp_path / "fresh", **other_kw)
     assert_same_maps(read_maps(out, "fake"), read_maps(tmp_path / "fresh", "fake"))
     assert leftovers(out) == []                      # the old progress and stream files are gone
+
+
+def test_progress_is_saved_after_the_first_block_then_at_most_once_per_interval(tmp_path, monkeypatch):
+    import sandwatch.predict.core as core
+    from sandwatch.predict.writer import StreamingCOGWriter
+
+    saves = []
+    real = StreamingCOGWriter.checkpoint
+    monkeypatch.setattr(StreamingCOGWriter, "checkpoint", lambda self: (saves.append(self.path.name), real(self)))
+    monkeypatch.setattr(core, "CHECKPOINT_SECONDS", 3600.0)
+    scene = make_scene(height=330, width=200, seed=10)
+    res = predict_scene(predictor(), scene, tmp_path, edge=8, progress=False, batch_size=3)
+    assert res.stats["windows"] > 60 and saves == ["fake.prob.tif", "fake.mask.tif"] * 2   # first and last block
+    with pytest.raises(KeyboardInterrupt):
+        predict_scene(predictor(stopping_after(15)), scene, tmp_path / "stopped", edge=8, progress=False, batch_size=3)
+    assert json.loads(progress_path(tmp_path / "stopped" / "fake.prob.tif").read_text())["rows"] == 24  # block 1
 
 
 def test_a_model_without_fingerprint_is_never_resumed(tmp_path):
