@@ -352,3 +352,35 @@ def test_shipped_real_rgb_config():
                       ["manifest=m.yaml", "run_dir=r"])
     assert cfg.model.bands == ["R", "G", "B"] and cfg.calibration.enabled and cfg.optim.steps
     assert cfg.data.epoch_windows and cfg.optim.schedule == "cosine"
+
+
+def test_per_scene_normalisation_reaches_predict_in_its_region(tmp_path):
+    """The checkpoint says where a scene is measured (its AOI, or the whole scene); predict
+    measures every new scene there, whatever AOI it predicts in."""
+    from shapely.geometry import box as shp_box
+
+    from sandwatch.bands import Normalization
+    from sandwatch.imagery import open_scene
+    from sandwatch.predict.core import Predictor, scene_normalized
+    from sandwatch.scenestats import scene_statistics
+
+    g = make_utm_grid(120, 80)
+    rng = np.random.default_rng(2)
+    data = rng.integers(10, 100, (3, 80, 120)).astype("uint8")
+    data[:, :, 60:] += 120                                  # the right half is brighter
+    path = write_tif(tmp_path / "s.tif", g, data, "uint8", ["R", "G", "B"])
+    scene = open_scene(path)
+    x0, y1 = g.transform.c, g.transform.f
+    left = shp_box(x0, y1 - 800, x0 + 600, y1)
+
+    def read(w):
+        return scene.read(w, bands=("R", "G", "B"))
+
+    for region, geom in (("aoi", left), ("scene", None)):
+        norm = Normalization((0.0,) * 3, (1.0,) * 3, True, per_scene_k=2.0, per_scene_region=region)
+        assert Normalization.from_dict(norm.to_dict()) == norm
+        pred = Predictor(lambda b: b[:, 0], ("R", "G", "B"), 32, per_scene_k=2.0, per_scene_region=region)
+        got = scene_normalized(pred, scene, left, warn=False).normalize
+        mean, std = scene_statistics(read, g, geom)
+        np.testing.assert_allclose(got.low, mean - 2 * std, rtol=1e-6)
+        np.testing.assert_allclose(got.high, mean + 2 * std, rtol=1e-6)

@@ -110,6 +110,9 @@ class Normalization:
     #: AOI (:mod:`sandwatch.scenestats`); ``low``/``high`` then hold the training scenes' average,
     #: used only where a scene's own statistics cannot be measured. 0: ``low``/``high`` as they are.
     per_scene_k: float = 0.0
+    #: where a scene's own statistics are measured: ``"aoi"`` (inside its river AOI) or
+    #: ``"scene"`` (the whole scene, so prediction needs no AOI to normalise)
+    per_scene_region: str = "aoi"
 
     def __post_init__(self):
         if len(self.low) != len(self.high):
@@ -152,11 +155,13 @@ class Normalization:
         out = {"low": list(self.low), "high": list(self.high), "clip": self.clip}
         if self.per_scene:
             out["per_scene_k"] = float(self.per_scene_k)
+            out["per_scene_region"] = self.per_scene_region
         return out
 
     @classmethod
     def from_dict(cls, d: dict) -> "Normalization":
-        return cls(tuple(d["low"]), tuple(d["high"]), bool(d.get("clip", True)), float(d.get("per_scene_k", 0.0)))
+        return cls(tuple(d["low"]), tuple(d["high"]), bool(d.get("clip", True)), float(d.get("per_scene_k", 0.0)),
+                   str(d.get("per_scene_region", "aoi")))
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,10 @@ class ModelConfig(_Section):
     normalization: Literal["model", "stats", "scene"] = Field(
         "model", description="'model': the architecture's published normalisation; "
                              "'stats': mean +- 2 std measured on the training windows; "
-                             "'scene': mean +- 2 std of each scene inside its own AOI (train and predict)")
+                             "'scene': mean +- 2 std of each scene by itself (train and predict)")
+    scene_stats: Literal["aoi", "scene"] = Field(
+        "aoi", description="with normalization 'scene': statistics inside each scene's river AOI, or over the "
+                           "whole scene (prediction then needs no AOI to normalise)")
 
     @field_validator("bands", mode="before")
     @classmethod

@@ -241,12 +241,15 @@ def source_normalizations(cfg: TrainConfig, sources, bands, spec: BandSpec, plan
     k = 2.0
     if not sources:
         return [], spec
-    stats = [scene_statistics(src.read, src.grid, src.aoi, source=src.name) for src in sources]
+    region = cfg.model.scene_stats
+    stats = [scene_statistics(src.read, src.grid, src.aoi if region == "aoi" else None, source=src.name)
+             for src in sources]
     norms = [Normalization.mean_std(m, s, k=k) for m, s in stats]
     mean = np.mean([m for m, _ in stats], axis=0)
     std = np.mean([s for _, s in stats], axis=0)
     fallback = Normalization.mean_std(mean, std, k=k)
-    return norms, BandSpec(bands, Normalization(fallback.low, fallback.high, True, per_scene_k=k))
+    return norms, BandSpec(bands, Normalization(fallback.low, fallback.high, True, per_scene_k=k,
+                                                per_scene_region=region))
 
 
 def prepare(cfg: TrainConfig, *, sources=None, model=None):
