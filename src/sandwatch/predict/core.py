@@ -473,10 +473,11 @@ def _predict_scene(checkpoint, scene, out_dir, *, edge, aoi, threshold, batch_si
     with lock:
         if lock.waited_for is not None:
             stats["waited_for"] = describe(lock.waited_for)
-            rasters_done, polys_done = done()
-            if rasters_done and polys_done:   # that run made them: this one has nothing to add
-                stats["skipped"] = True
-                return PredictionResult(paths, stats)
+        # again: another run may have finished the scene between the check above and the lock
+        rasters_done, polys_done = done()
+        if rasters_done and polys_done and (not overwrite or lock.waited_for is not None):
+            stats["skipped"] = True           # (after waiting: that run made them just now)
+            return PredictionResult(paths, stats)
         return _predict_locked(checkpoint, scene_obj, paths, stats, t_start, rasters_done=rasters_done,
                                overwrite=overwrite, edge=edge, aoi=aoi, threshold=threshold, batch_size=batch_size,
                                blend=blend, dtype=dtype, device=device, bf16=bf16, progress=progress, name=name,
