@@ -28,6 +28,17 @@ def shared_data():
     return shared_path
 
 
+@pytest.fixture
+def scene(tmp_path):
+    """A synthetic 13-band 128 x 128 px Sentinel-2 scene (UTM 44N, 10 m) and its grid."""
+    from sandwatch.synthetic import make_scene
+
+    grid = Grid.from_bounds("EPSG:32644", 400000, 2200000, 401280, 2201280, 10)
+    path = tmp_path / "scene.tif"
+    make_scene(path, grid, seed=1)
+    return path, grid
+
+
 UTM = "EPSG:32645"
 X0, Y0 = 500_000.0, 2_300_000.0
 

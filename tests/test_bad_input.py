@@ -9,13 +9,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 import rasterio
 from affine import Affine
 
 from sandwatch.cli.main import main
-from sandwatch.grid import Grid
-from sandwatch.synthetic import make_scene
 
 
 def run(capsys, *argv) -> tuple[int, str]:
@@ -29,14 +26,6 @@ def error_line(err: str) -> str:
     assert len(lines) == 1, err
     assert "Traceback" not in err
     return lines[0]
-
-
-@pytest.fixture
-def scene(tmp_path):
-    grid = Grid.from_bounds("EPSG:32644", 400000, 2200000, 401280, 2201280, 10)  # 128 x 128 px
-    path = tmp_path / "scene.tif"
-    make_scene(path, grid, seed=1)
-    return path, grid
 
 
 def write_geojson(path, polygons, props=None):

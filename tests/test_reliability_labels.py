@@ -21,9 +21,7 @@ import yaml
 
 from sandwatch.cli.main import main
 from sandwatch.errors import SandwatchError, forget_warnings
-from sandwatch.grid import Grid
 from sandwatch.labels import EmptyVectorWarning, rasterize_labels
-from sandwatch.synthetic import make_scene
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
@@ -39,14 +37,6 @@ def feature_collection(path, geoms, crs=None):
         fc["crs"] = {"type": "name", "properties": {"name": crs}}
     path.write_text(json.dumps(fc))
     return path
-
-
-@pytest.fixture
-def scene(tmp_path):
-    grid = Grid.from_bounds("EPSG:32644", 400000, 2200000, 401280, 2201280, 10)   # 128 x 128 px
-    path = tmp_path / "scene.tif"
-    make_scene(path, grid, seed=1)
-    return path, grid
 
 
 def run(capsys, *argv):
