@@ -44,8 +44,8 @@ def test_date_figures_counts_only_observed_aoi_pixels():
     assert f.mined_km2 == pytest.approx(31 * PX / 1e6)
     assert f.n_polygons == 2
     diag = np.zeros(SHAPE, bool)
-    diag[5, 5] = diag[6, 6] = True              # 8-connected: one region
-    assert date_figures(diag, ALL, ALL, PX).n_polygons == 1
+    diag[5, 5] = diag[6, 6] = True              # corner-to-corner: two regions, as predict draws them
+    assert date_figures(diag, ALL, ALL, PX).n_polygons == 2
 
 
 def test_new_mining_alerts_on_kth_consecutive_valid_date_with_first_seen():

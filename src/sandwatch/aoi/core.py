@@ -26,18 +26,19 @@ import rasterio.features
 import shapely
 from affine import Affine
 from scipy import ndimage
-from shapely.geometry import MultiPolygon, Polygon, shape
+from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 from tqdm import tqdm
 
 from sandwatch.errors import SandwatchError
 from sandwatch.grid import Grid, Window
-from sandwatch.labels.vectors import (
+from sandwatch.vectors import (
     adopt_grid_crs,
     clip_to_grid,
     crs_unknown,
     grid_footprint,
     is_north_up,
+    mask_polygons,
     metric_crs_for,
     polygonal_part,
     read_vector,
@@ -300,8 +301,7 @@ def vectorize_mask(mask: np.ndarray, grid: Grid) -> BaseGeometry:
     m = np.asarray(mask, dtype=np.uint8)
     if not m.any():
         return EMPTY
-    polys = [shape(g) for g, v in rasterio.features.shapes(m, mask=m.astype(bool), transform=grid.transform,
-                                                            connectivity=4) if v == 1]
+    polys = mask_polygons(m, grid)
     if not polys:
         return EMPTY
     try:

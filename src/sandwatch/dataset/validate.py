@@ -39,7 +39,7 @@ def label_problems(observations: Sequence, grids: Sequence[Grid | None] | None =
     open (else read from each scene's header; remote scenes without a grid are skipped).
     A label file without CRS whose coordinates do not fall on the scene raises at once."""
     from sandwatch.labels import overlaps_grid, polygons_on_grid
-    from sandwatch.labels.vectors import grid_like
+    from sandwatch.vectors import grid_like
 
     out = []
     for i, obs in enumerate(observations):

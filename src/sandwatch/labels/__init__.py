@@ -18,7 +18,7 @@ from sandwatch.labels.rasterize import (
     read_polygons,
     write_label_rasters,
 )
-from sandwatch.labels.vectors import AssumedCRSWarning, EmptyVectorWarning, grid_like, read_vector
+from sandwatch.vectors import AssumedCRSWarning, EmptyVectorWarning, grid_like, read_vector
 
 __all__ = [
     "HIGH_CONFIDENCE", "LOW_CONFIDENCE", "AssumedCRSWarning", "ConfidenceWeights", "EmptyVectorWarning", "grid_like",

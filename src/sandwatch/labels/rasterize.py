@@ -28,7 +28,7 @@ import rasterio.features
 
 from sandwatch.errors import SandwatchError
 from sandwatch.grid import Grid, Window
-from sandwatch.labels.vectors import adopt_grid_crs, crs_unknown, grid_footprint, read_vector, repair, warn_if_empty
+from sandwatch.vectors import adopt_grid_crs, crs_unknown, grid_footprint, read_vector, repair, warn_if_empty
 
 HIGH_CONFIDENCE = 1.0
 LOW_CONFIDENCE = 0.5
@@ -106,7 +106,7 @@ def read_polygons(path: str | os.PathLike, confidence_field: str = "Confidence")
 
     Returns a GeoDataFrame in the file's CRS (GeoJSON without CRS: EPSG:4326; coordinates that
     cannot be longitude/latitude in a file without CRS: no CRS yet, see
-    :func:`sandwatch.labels.vectors.adopt_grid_crs`, which the scene decides) with valid
+    :func:`sandwatch.vectors.adopt_grid_crs`, which the scene decides) with valid
     polygonal geometries (invalid ones repaired with ``shapely.make_valid``, non-polygonal
     parts and empty geometries dropped) and a float column ``confidence`` in [0, 1]:
     ``High``/``Low`` (any case) -> 1.0/0.5, numbers as given, missing -> 1.0. The field is

@@ -17,7 +17,7 @@ from sandwatch.monitor.clouds import (CLOUD_TESTS, SCL_NOT_OBSERVED, L1CCloudTes
                                       scl_not_observed)
 from sandwatch.monitor.history import History, database_url
 from sandwatch.monitor.report import SiteSummary, format_report, open_alerts, site_report
-from sandwatch.monitor.run import (DB_NAME, MonitorConfig, MonitorResult, mask_polygons, monitor_site,
+from sandwatch.monitor.run import (DB_NAME, MonitorConfig, MonitorResult, monitor_site,
                                    plot_series, read_observation_raster, scene_fingerprint, write_outputs)
 from sandwatch.monitor.series import (ALERT_KINDS, AlertConfig, AlertEvent, AlertTracker, DateFigures, date_figures,
                                       trend)
@@ -25,7 +25,7 @@ from sandwatch.monitor.series import (ALERT_KINDS, AlertConfig, AlertEvent, Aler
 __all__ = [
     "ALERT_KINDS", "AlertConfig", "AlertEvent", "AlertTracker", "CLOUD_TESTS", "DB_NAME", "DateFigures", "History",
     "L1CCloudTest", "MonitorConfig", "MonitorResult", "SCL_NOT_OBSERVED", "SiteSummary", "cloud_method",
-    "database_url", "date_figures", "format_report", "mask_polygons", "monitor_site", "observed_mask", "open_alerts",
+    "database_url", "date_figures", "format_report", "monitor_site", "observed_mask", "open_alerts",
     "plot_series", "read_observation_raster", "scene_fingerprint", "scl_not_observed", "site_report", "trend",
     "write_outputs",
 ]

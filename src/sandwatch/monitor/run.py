@@ -37,7 +37,7 @@ import rasterio.features
 import shapely
 from affine import Affine
 from rasterio.crs import CRS
-from shapely.geometry import mapping, shape
+from shapely.geometry import mapping
 
 from sandwatch.errors import SandwatchError
 from sandwatch.grid import Grid, Window
@@ -46,6 +46,7 @@ from sandwatch.monitor.clouds import CLOUD_TESTS, L1CCloudTest, observed_mask
 from sandwatch.monitor.history import History
 from sandwatch.monitor.series import AlertConfig, AlertEvent, AlertTracker, date_figures
 from sandwatch.predict.lock import RunLock, RunLockWarning
+from sandwatch.vectors import area_m2, mask_polygons, to_wgs84
 
 NOT_OBSERVED = 255
 DB_NAME = "history.sqlite"
@@ -101,28 +102,6 @@ def scene_fingerprint(source: str | os.PathLike, chunk: int = 1 << 20) -> str:
                 f.seek(max(chunk, size - chunk))
                 h.update(f.read(chunk))
     return h.hexdigest()
-
-
-def _to_wgs84(geom, crs: CRS):
-    if geom is None or geom.is_empty or crs.to_epsg() == 4326:
-        return geom
-    from pyproj import Transformer
-
-    tr = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
-    return shapely.transform(geom, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
-
-
-def mask_polygons(mask: np.ndarray, grid: Grid) -> list:
-    """Polygons (grid CRS) of the 8-connected regions of a boolean mask on ``grid``."""
-    m = np.asarray(mask, bool)
-    if not m.any():
-        return []
-    return [shape(g) for g, v in rasterio.features.shapes(m.astype(np.uint8), mask=m, transform=grid.transform,
-                                                          connectivity=8) if v == 1]
-
-
-def _area_m2(geom, grid: Grid) -> float:
-    return float(geom.area / abs(grid.transform.determinant) * grid.pixel_area_m2)
 
 
 def _write_feature_collection(path: Path, features: list[dict]) -> Path:
@@ -247,7 +226,7 @@ def _monitor_locked(checkpoint, site, aoi, scenes, out_dir: Path, *, db, config:
             window = grid0.window_from_bounds(*geom.bounds).clip(grid0.height, grid0.width)
             if window is None:
                 raise SandwatchError.about("--aoi", "does not overlap the scenes", "pass the AOI of this site")
-            centre = _to_wgs84(geom.centroid, grid0.crs)
+            centre = to_wgs84(geom.centroid, grid0.crs)
             rec = history.add_site(site, crs=grid0.crs.to_wkt(), transform=list(grid0.transform)[:6],
                                    width=grid0.width, height=grid0.height,
                                    window=[window.row, window.col, window.height, window.width], aoi_wkt=geom.wkt,
@@ -381,8 +360,8 @@ def _write_date_polygons(folder: Path, site: str, date: dt.date, h: str, mine: n
     path = folder / (f"{date}_{h[:8]}.geojson" if several else f"{date}.geojson")
     rows, features = [], []
     for i, poly in enumerate(mask_polygons(mine, wgrid), start=1):
-        g84 = _to_wgs84(poly, wgrid.crs)
-        area = _area_m2(poly, wgrid)
+        g84 = to_wgs84(poly, wgrid.crs)
+        area = area_m2(poly, wgrid.crs)
         gj = mapping(g84)
         rows.append({"polygon": i, "area_m2": area, "wkt": poly.wkt, "geojson": json.dumps(gj)})
         features.append({"type": "Feature", "geometry": gj,
@@ -397,10 +376,10 @@ def _alert_row(e: AlertEvent, wgrid: Grid, poly_path) -> dict[str, Any]:
     lat = lon = None
     wkt = gj = None
     if geom is not None and not geom.is_empty:
-        c = _to_wgs84(geom.centroid, wgrid.crs)
+        c = to_wgs84(geom.centroid, wgrid.crs)
         lat, lon = float(c.y), float(c.x)
         wkt = geom.wkt
-        gj = json.dumps(mapping(_to_wgs84(geom, wgrid.crs)))
+        gj = json.dumps(mapping(to_wgs84(geom, wgrid.crs)))
     return {"region": e.region, "kind": e.kind, "date": e.date, "first_seen": e.first_seen,
             "area_m2": float(e.area_m2), "growth_m2": float(e.growth_m2), "latitude": lat, "longitude": lon,
             "wkt": wkt, "geojson": gj, "polygons": str(poly_path) if poly_path else None}

@@ -13,7 +13,8 @@ Alert rules (:class:`AlertConfig`, defaults in brackets):
   "mine" and "not mine" observations (unobserved pixels keep their counts). A pixel becomes
   **active** after ``k`` [2] consecutive mine observations and stops being active after
   ``k`` consecutive not-mine observations.
-* Active pixels are grouped into connected regions (8-connectivity, in the scene's grid).
+* Active pixels are grouped into connected regions (the one rule of :mod:`sandwatch.vectors`:
+  pixels sharing an edge, in the scene's grid), the regions ``predict`` draws as polygons.
   A region that contains no pixel of an earlier alert and covers at least ``min_area_m2``
   [5000 m2 = 0.5 ha] raises a **new** alert (its region id is fixed from then on); its
   ``first_seen`` date is the earliest start of the mine runs of its pixels. Smaller regions
@@ -34,7 +35,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-EIGHT = np.ones((3, 3), bool)
+from sandwatch.vectors import label_regions
+
 ALERT_KINDS = ("new", "growth", "inactive", "resumed")
 
 
@@ -73,12 +75,12 @@ class DateFigures:
 
 def date_figures(mine: np.ndarray, observed: np.ndarray, aoi: np.ndarray, pixel_area_m2: float) -> DateFigures:
     """Observed fraction of the AOI, mined area (observed mine pixels) and number of mining
-    regions (8-connected) of one date. ``mine`` counts only where ``observed & aoi``."""
+    regions (:func:`sandwatch.vectors.label_regions`) of one date. ``mine`` counts only where ``observed & aoi``."""
     aoi = np.asarray(aoi, bool)
     seen = np.asarray(observed, bool) & aoi
     m = np.asarray(mine, bool) & seen
     n_aoi = int(aoi.sum())
-    _, n = ndimage.label(m, structure=EIGHT)
+    _, n = label_regions(m)
     npx = int(m.sum())
     return DateFigures(valid_fraction=float(seen.sum() / n_aoi) if n_aoi else 0.0, observed_pixels=int(seen.sum()),
                        mine_pixels=npx, mined_km2=npx * pixel_area_m2 / 1e6, n_polygons=int(n))
@@ -155,7 +157,7 @@ class AlertTracker:
 
         events: list[AlertEvent] = []
         new_ids: set[int] = set()
-        labels, n = ndimage.label(self.active, structure=EIGHT)
+        labels, n = label_regions(self.active)
         for lab, sl in enumerate(ndimage.find_objects(labels), start=1):
             if sl is None:
                 continue

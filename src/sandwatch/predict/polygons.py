@@ -1,8 +1,8 @@
 """Mining polygons from a written binary mask, block by block.
 
 The mask is read in bands of ``band_rows`` full-width rows (a 1024-row band of a 10980 px
-wide tile is 11 MB of uint8); :func:`rasterio.features.shapes` turns each band into polygons
-in *pixel* coordinates (integer vertices), so pieces of one patch cut by a band seam join
+wide tile is 11 MB of uint8); :func:`sandwatch.vectors.mask_polygons` (the one mask-to-polygon
+rule) turns each band into polygons in *pixel* coordinates (integer vertices), so pieces of one patch cut by a band seam join
 exactly with :func:`shapely.unary_union`. Only the pieces touching a seam are kept aside for
 that union; the rest are final at once. Each polygon's statistics come from a read of its own
 bounding window of the probability raster, so memory holds the polygons, never the raster.
@@ -23,11 +23,11 @@ import rasterio
 import rasterio.features
 import shapely
 from affine import Affine
-from shapely.geometry import shape
 
 from sandwatch.grid import Grid, Window
 from sandwatch.io import atomic_output
 from sandwatch.predict.writer import decode_probability
+from sandwatch.vectors import area_m2, mask_polygons
 
 COLUMNS = ["id", "scene", "date", "pixels", "area_m2", "mean_prob", "max_prob"]
 
@@ -43,9 +43,7 @@ def _pixel_polygons(mask_path: str | os.PathLike, band_rows: int) -> tuple[list,
             m = ds.read(1, window=Window(r0, 0, h, W).to_rasterio()) == 1
             if not m.any():
                 continue
-            for geom, _ in rasterio.features.shapes(m.astype(np.uint8), mask=m, connectivity=4,
-                                                    transform=Affine.translation(0, r0)):
-                poly = shape(geom)
+            for poly in mask_polygons(m, Affine.translation(0, r0)):
                 _, miny, _, maxy = poly.bounds
                 if (r0 > 0 and miny <= r0) or (r0 + h < H and maxy >= r0 + h):
                     open_.append(poly)
@@ -66,10 +64,6 @@ def polygonize(mask_path: str | os.PathLike, prob_path: str | os.PathLike, *, sc
     polys.sort(key=lambda p: (p.bounds[1], p.bounds[0]))
     t = grid.transform
     rows = []
-    geod = None
-    if grid.crs.is_geographic:
-        from pyproj import Geod
-        geod = Geod(ellps="WGS84")
     geoms = []
     with rasterio.open(mask_path) as mds, rasterio.open(prob_path) as pds:
         for i, poly in enumerate(polys):
@@ -84,10 +78,7 @@ def polygonize(mask_path: str | os.PathLike, prob_path: str | os.PathLike, *, sc
             vals = vals[~np.isnan(vals)]
             world = shapely.affinity.affine_transform(poly, [t.a, t.b, t.d, t.e, t.c, t.f])
             npx = int(sel.sum())
-            if geod is not None:
-                area = abs(geod.geometry_area_perimeter(world)[0])
-            else:
-                area = npx * grid.pixel_area_m2
+            area = area_m2(world, grid.crs)
             rows.append({"id": i + 1, "scene": scene, "date": date.isoformat() if date else "",
                          "pixels": npx, "area_m2": float(area),
                          "mean_prob": float(vals.mean()) if vals.size else float("nan"),

@@ -23,12 +23,13 @@ from affine import Affine
 from pyproj import Transformer
 from rasterio.crs import CRS
 from scipy import ndimage
-from shapely.geometry import LineString, MultiPolygon, Polygon, mapping, shape
+from shapely.geometry import LineString, MultiPolygon, Polygon, mapping
 
 from sandwatch.bands import L1C_BANDS, S2_BANDS
 from sandwatch.errors import SandwatchError
 from sandwatch.grid import Grid
 from sandwatch.io import atomic_output
+from sandwatch.vectors import mask_polygons, to_wgs84
 
 #: First date of Sentinel-2 processing baseline 04.00, from which DN carry an offset of 1000.
 BASELINE_04_DATE = dt.date(2022, 1, 25)
@@ -121,11 +122,6 @@ def write_scene(path: str | os.PathLike, data: np.ndarray | Iterable[np.ndarray]
 
 # ---- vectors ------------------------------------------------------------------------------
 
-def _to_wgs84(geom, crs: CRS):
-    tr = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
-    return shapely.transform(geom, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
-
-
 def _round_coords(geom, digits: int = 7):
     return shapely.set_precision(geom, 10.0 ** -digits) if digits else geom
 
@@ -169,11 +165,7 @@ def mask_to_polygons(mask: np.ndarray, grid: Grid, *, generous_px: float = 1.5, 
     sub = keep[labels]
     res = max(grid.res)
     out: list[Polygon] = []
-    for geom, val in rasterio.features.shapes(sub.astype(np.uint8), mask=sub, transform=transform,
-                                             connectivity=8):
-        if val != 1:
-            continue
-        poly = shape(geom)
+    for poly in mask_polygons(sub, transform):
         poly = poly.buffer(generous_px * res, join_style="round", quad_segs=4).simplify(simplify_px * res)
         parts = list(poly.geoms) if isinstance(poly, MultiPolygon) else [poly]
         out.extend(p for p in parts if not p.is_empty and p.area > 0)
@@ -209,7 +201,7 @@ def write_polygons(path: str | os.PathLike, polygons: np.ndarray | Sequence, gri
         raise ValueError(f"write_polygons: {len(conf)} confidence values for {len(geoms)} polygons")
     features = []
     for g, c in zip(geoms, conf):
-        g84 = _round_coords(_to_wgs84(g, src_crs)) if src_crs and not src_crs.is_geographic else g
+        g84 = _round_coords(to_wgs84(g, src_crs)) if src_crs and not src_crs.is_geographic else g
         features.append({"type": "Feature", "properties": {"Confidence": c}, "geometry": mapping(g84)})
     return _write_feature_collection(path, features, crs84=False)
 
@@ -221,7 +213,7 @@ def write_lines(path: str | os.PathLike, lines: Sequence[LineString], crs: CRS |
     crs = CRS.from_user_input(crs)
     features = []
     for i, line in enumerate(lines):
-        g84 = _round_coords(_to_wgs84(line, crs)) if not crs.is_geographic else line
+        g84 = _round_coords(to_wgs84(line, crs)) if not crs.is_geographic else line
         props = {"name": names[i] if names else f"river {i}", "waterway": "river"}
         features.append({"type": "Feature", "properties": props, "geometry": mapping(g84)})
     return _write_feature_collection(Path(path), features, crs84=True)
