@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from sandwatch.errors import SandwatchError
 from sandwatch.grid import Grid, Window
+from sandwatch.published import AOI_BUFFER_M
 from sandwatch.vectors import (
     adopt_grid_crs,
     clip_to_grid,
@@ -107,7 +108,7 @@ def _simplify_tolerance(grid: Grid, buffer_m: float) -> float:
 
 # ---------------------------------------------------------------------------------------------
 # 1. river vectors
-def aoi_from_rivers(rivers, grid: Grid, buffer_m: float = 1000.0) -> BaseGeometry:
+def aoi_from_rivers(rivers, grid: Grid, buffer_m: float = AOI_BUFFER_M) -> BaseGeometry:
     """AOI = everything within ``buffer_m`` metres of the rivers, in the grid's CRS, clipped to the grid.
 
     ``rivers``: a path (GeoJSON, GeoPackage, Shapefile; any CRS) or a GeoDataFrame/GeoSeries of river
@@ -430,7 +431,7 @@ def water_mask_from_scene(scene, options: WaterOptions = WaterOptions(), progres
 def aoi_from_water(
     scene_or_arrays,
     grid: Grid | None = None,
-    buffer_m: float = 1000.0,
+    buffer_m: float = AOI_BUFFER_M,
     index: str = "auto",
     threshold: float | str = "auto",
     min_area_m2: float = 10_000.0,
@@ -497,7 +498,7 @@ def aoi_from_water(
 
 
 # ---------------------------------------------------------------------------------------------
-def aoi_for_observation(obs, scene, buffer_m: float = 1000.0, **water_options) -> BaseGeometry:
+def aoi_for_observation(obs, scene, buffer_m: float = AOI_BUFFER_M, **water_options) -> BaseGeometry:
     """The AOI of one manifest observation on its scene's grid.
 
     ``obs.aoi`` (a polygon file) is used as is (no buffer); else ``obs.rivers`` buffered by

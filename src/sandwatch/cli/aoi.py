@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from sandwatch.labels import grid_like
+from sandwatch.published import AOI_BUFFER_M
 
 
 @click.command("aoi")
@@ -17,7 +18,7 @@ from sandwatch.labels import grid_like
                    "Without it, water is found in the scene itself (MNDWI, else NDWI).")
 @click.option("--aoi", "aoi_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="A ready-made AOI polygon file, used as is (no buffer); only clipped and reprojected.")
-@click.option("--buffer", "buffer_m", type=click.FloatRange(min=0), default=1000.0, show_default=True,
+@click.option("--buffer", "buffer_m", type=click.FloatRange(min=0), default=AOI_BUFFER_M, show_default=True,
               metavar="METRES", help="Distance from the river (or water) included in the AOI.")
 @click.option("--index", type=click.Choice(["auto", "mndwi", "ndwi"], case_sensitive=False), default="auto",
               show_default=True, help="Water index for the scene-based AOI.")

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from sandwatch.published import BORDER_PX, EDGE_PX
+
 
 @click.command("evaluate")
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
@@ -19,13 +21,13 @@ import click
               help="Manifest split to score (all: every observation).")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Report folder (created): metrics.json, report.html, pr_curve.png, overlays/, CSV tables.")
-@click.option("--border", default=30, show_default=True, type=int,
+@click.option("--border", default=BORDER_PX, show_default=True, type=int,
               help="Pixels dropped at each image edge before scoring (published: 30).")
 @click.option("--low-confidence", type=click.Choice(["count", "exclude", "weight"]), default="count",
               show_default=True,
               help="Pixels of Low-confidence polygons: count as mine (published), exclude, or weight by confidence.")
 @click.option("--threshold", default=0.5, show_default=True, type=float, help="Decision threshold for P/R/F1.")
-@click.option("--edge", default=30, show_default=True, type=int,
+@click.option("--edge", default=EDGE_PX, show_default=True, type=int,
               help="With --checkpoint: pixels discarded at each window edge when predicting (published: 30).")
 @click.option("--tta", is_flag=True,
               help="With --checkpoint: test-time augmentation, every window predicted in its 8 rotations/flips "

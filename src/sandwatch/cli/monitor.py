@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from sandwatch.published import AOI_BUFFER_M, EDGE_PX
+
 HELP = """Follow one site over many dates: mined area per date, alerts, a history database.
 
 \b
@@ -69,10 +71,10 @@ class _MonitorGroup(click.Group):
 @click.option("--min-valid", type=float, default=0.5, show_default=True,
               help="Observed fraction of the AOI below which a date is a gap.")
 @click.option("--threshold", type=float, default=None, help="Mine probability threshold (default: the checkpoint's).")
-@click.option("--aoi-buffer", type=float, default=1000.0, show_default=True, help="AOI buffer around rivers, metres.")
+@click.option("--aoi-buffer", type=float, default=AOI_BUFFER_M, show_default=True, help="AOI buffer around rivers, metres.")
 @click.option("--cloud-test", type=click.Choice(["auto", "scl", "l1c", "none"]), default="auto", show_default=True,
               help="auto: SCL for L2A, the L1C test for L1C, none otherwise.")
-@click.option("--edge", type=int, default=30, show_default=True, help="Pixels discarded at each window side.")
+@click.option("--edge", type=int, default=EDGE_PX, show_default=True, help="Pixels discarded at each window side.")
 @click.option("--device", default=None, help="torch device (default: cuda when available, else cpu).")
 @click.option("--tta", is_flag=True,
               help="Test-time augmentation: predict every window in its 8 rotations/flips, turn the outputs back "

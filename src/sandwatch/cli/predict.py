@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from sandwatch.published import AOI_BUFFER_M, EDGE_PX
+
 HELP = """Map mining probability on new scenes with a trained checkpoint.
 
 \b
@@ -37,12 +39,12 @@ Examples:
 @click.argument("scenes", nargs=-1, required=True)
 @click.option("-o", "--out-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for the outputs (created if missing).")
-@click.option("--edge", type=int, default=30, show_default=True,
+@click.option("--edge", type=int, default=EDGE_PX, show_default=True,
               help="Pixels discarded on each side of every window.")
 @click.option("--aoi", default="none", show_default=True, metavar="auto|FILE|none",
               help="Predict only windows touching the AOI: 'auto' = the scene's own water, FILE = river "
                    "vectors (buffered by --aoi-buffer), 'none' = the whole scene. Elsewhere is nodata.")
-@click.option("--aoi-buffer", type=float, default=1000.0, show_default=True, help="AOI buffer in metres.")
+@click.option("--aoi-buffer", type=float, default=AOI_BUFFER_M, show_default=True, help="AOI buffer in metres.")
 @click.option("--threshold", type=float, default=None, help="Mask threshold (default: the checkpoint's).")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Windows per forward pass.")
 @click.option("--blend", type=click.Choice(["none", "cosine"]), default="none", show_default=True,

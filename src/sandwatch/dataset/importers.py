@@ -40,6 +40,7 @@ from pydantic import ValidationError
 from sandwatch.bands import L1C_BANDS, L2A_BANDS, RGB_BANDS
 from sandwatch.dataset.manifest import Manifest, save_manifest
 from sandwatch.errors import SandwatchError
+from sandwatch.published import AOI_BUFFER_M
 
 #: Which field of the original manifest each ``imagery`` choice reads, and its band order.
 IMAGERY_CHOICES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -153,7 +154,7 @@ def import_original_manifest(json_path: str | os.PathLike, out_path: str | os.Pa
         ))
     try:
         manifest = Manifest.model_validate(
-            dict(name=name or json_path.stem, aoi_buffer_m=1000.0, observations=observations))
+            dict(name=name or json_path.stem, aoi_buffer_m=AOI_BUFFER_M, observations=observations))
     except ValidationError as err:
         e = err.errors()[0]
         where = ".".join(str(x) for x in e["loc"])

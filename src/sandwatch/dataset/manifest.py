@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sandwatch.errors import SandwatchError
 from sandwatch.io import atomic_output
+from sandwatch.published import AOI_BUFFER_M
 
 
 def _is_url(text: str) -> bool:
@@ -88,7 +89,7 @@ class Manifest(BaseModel):
 
     version: Literal[1] = 1
     name: str = "dataset"
-    aoi_buffer_m: float = Field(1000.0, ge=0)
+    aoi_buffer_m: float = Field(AOI_BUFFER_M, ge=0)
     observations: list[Observation]
 
     @model_validator(mode="after")

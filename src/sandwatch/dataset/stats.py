@@ -28,6 +28,7 @@ import numpy as np
 from sandwatch.dataset.manifest import Manifest, Observation
 from sandwatch.errors import SandwatchError
 from sandwatch.grid import Grid, Window
+from sandwatch.published import AOI_BUFFER_M
 
 
 @dataclass
@@ -150,7 +151,7 @@ def _observation_aoi(obs: Observation, grid: Grid, buffer_m: float):
     return aoi_for_observation(obs, grid, buffer_m=buffer_m)
 
 
-def observation_stats(obs: Observation, *, aoi_buffer_m: float = 1000.0, block: int = 1024,
+def observation_stats(obs: Observation, *, aoi_buffer_m: float = AOI_BUFFER_M, block: int = 1024,
                       progress=None) -> ObservationStats:
     """Count valid, mine and AOI pixels of one observation, reading ``block``-sized windows.
 

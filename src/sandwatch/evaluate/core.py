@@ -37,6 +37,7 @@ from tqdm import tqdm
 from sandwatch.errors import SandwatchError
 from sandwatch.evaluate.metrics import PRAccumulator
 from sandwatch.grid import Grid, Window
+from sandwatch.published import BORDER_PX, EDGE_PX
 
 SCOPES = ("image", "aoi")
 LowConfidence = Literal["count", "exclude", "weight"]
@@ -49,7 +50,7 @@ PREDICTION_PATTERNS = ("{id}[._-]*prob*.tif", "{id}/*prob*.tif", "{id}[._-]*prob
 class EvalConfig:
     """How pixels are counted. Defaults follow the published evaluation."""
 
-    border: int = 30                       # pixels dropped at each edge of the whole image
+    border: int = BORDER_PX                       # pixels dropped at each edge of the whole image
     low_confidence: LowConfidence = "count"  # "count" | "exclude" | "weight"
     threshold: float = 0.5                 # the fixed decision threshold
     block: int = 1024                      # block size (pixels) for reading
@@ -398,7 +399,7 @@ def count_parameters(state_dict: Mapping) -> int:
 
 
 def predict_split(checkpoint, manifest, out_dir: str | os.PathLike, *, split: str | None = "val",
-                  edge: int = 30, aoi=None, progress: bool = True, tta: bool = False,
+                  edge: int = EDGE_PX, aoi=None, progress: bool = True, tta: bool = False,
                   **predict_options) -> tuple[dict[str, Path], int | None, str]:
     """Run :func:`sandwatch.predict.predict_scene` for each observation of the split.
 

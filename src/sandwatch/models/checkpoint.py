@@ -34,6 +34,7 @@ from sandwatch.bands import BandSpec, Normalization
 from sandwatch.errors import SandwatchError
 from sandwatch.io import atomic_output
 from sandwatch.models.registry import MODELS, build_model, check_window, get_spec
+from sandwatch.published import WINDOW_PX
 
 FORMAT = "sandwatch-checkpoint/1"
 
@@ -44,7 +45,7 @@ class Checkpoint:
     band_spec: BandSpec
     state_dict: dict[str, torch.Tensor]
     options: dict[str, Any] = field(default_factory=dict)
-    window: int = 160
+    window: int = WINDOW_PX
     threshold: float = 0.5
     temperature: float = 1.0   #: probability = sigmoid(logit / temperature), fitted on validation data
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -232,7 +233,7 @@ def validate_fields(d: dict[str, Any], source: object = "checkpoint") -> dict[st
     normalization = Normalization(tuple(float(v) for v in norm["low"]), tuple(float(v) for v in norm["high"]),
                                   bool(norm.get("clip", True)), k)
 
-    window = d.get("window", 160)
+    window = d.get("window", WINDOW_PX)
     if isinstance(window, bool) or not isinstance(window, (int, float)) or _finite(window) is None \
             or float(window) != int(window):
         raise _field_error(source, "window", f"is {window!r}, not a whole number of pixels")

@@ -25,6 +25,7 @@ import torch
 
 from sandwatch.bands import BandSpec, Normalization, parse_band_list
 from sandwatch.errors import SandwatchError
+from sandwatch.published import WINDOW_PX
 
 #: Published training values of the method (field guide, section 2) unless a spec says otherwise.
 PUBLISHED_LR = 5e-4
@@ -137,7 +138,7 @@ class ModelSpec:
     builder: Callable[..., torch.nn.Module]       # builder(n_bands, **options) -> SegmentationModel
     default_options: dict[str, Any] = field(default_factory=dict)
     window_multiple: int = 1                      # windows must be a multiple of this
-    default_window: int = 160
+    default_window: int = WINDOW_PX
     fixed_bands: bool = False                     # True: exactly default_bands, in that order
     freeze_encoder: bool = False                  # default with pretrained weights: encoder frozen (linear probing)
     lr: float = PUBLISHED_LR                      # published learning rate

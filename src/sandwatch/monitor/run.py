@@ -46,6 +46,7 @@ from sandwatch.monitor.clouds import CLOUD_TESTS, L1CCloudTest, observed_mask
 from sandwatch.monitor.history import History
 from sandwatch.monitor.series import AlertConfig, AlertEvent, AlertTracker, date_figures
 from sandwatch.predict.lock import RunLock, RunLockWarning
+from sandwatch.published import AOI_BUFFER_M, EDGE_PX
 from sandwatch.vectors import area_m2, mask_polygons, to_wgs84
 
 NOT_OBSERVED = 255
@@ -58,8 +59,8 @@ class MonitorConfig:
 
     alerts: AlertConfig = AlertConfig()
     threshold: float | None = None       #: mine where probability >= this (default: the checkpoint's)
-    aoi_buffer_m: float = 1000.0         #: buffer around river vectors (0: the AOI file's polygons as they are)
-    edge: int = 30                       #: pixels discarded at each window side (see ``predict``)
+    aoi_buffer_m: float = AOI_BUFFER_M         #: buffer around river vectors (0: the AOI file's polygons as they are)
+    edge: int = EDGE_PX                       #: pixels discarded at each window side (see ``predict``)
     batch_size: int = 8
     cloud_test: str = "auto"             #: auto | scl | l1c | none
     l1c_test: L1CCloudTest = L1CCloudTest()

@@ -33,6 +33,7 @@ from sandwatch.predict.writer import (
     MASK_NODATA, PROB_DTYPES, UINT8_SCALE, StreamingCOGWriter, encode_mask, encode_probability, probability_nodata,
     writing_together,
 )
+from sandwatch.published import AOI_BUFFER_M, EDGE_PX
 
 #: Output files per scene, by key: file name suffix appended to the scene's name.
 OUTPUTS = {
@@ -215,7 +216,7 @@ def scene_name(scene) -> str:
     return name or "scene"
 
 
-def resolve_aoi(aoi, scene, *, buffer_m: float = 1000.0):
+def resolve_aoi(aoi, scene, *, buffer_m: float = AOI_BUFFER_M):
     """The AOI as a shapely geometry in the scene's CRS, or None for the whole scene.
 
     ``aoi``: None/"none" (whole scene), "auto" (water index of the scene, buffered),
@@ -386,10 +387,10 @@ def resume_key(pred: "Predictor", scene, grid: Grid, geom, *, edge: int, thresho
 
 
 # ---- the stage ------------------------------------------------------------------------------------
-def predict_scene(checkpoint, scene, out_dir: str | os.PathLike, *, edge: int = 30, aoi=None,
+def predict_scene(checkpoint, scene, out_dir: str | os.PathLike, *, edge: int = EDGE_PX, aoi=None,
                   threshold: float | None = None, batch_size: int = 8, blend: str = "none",
                   dtype: str = "uint8", overwrite: bool = False, device=None, bf16: bool = False,
-                  progress: bool = True, name: str | None = None, aoi_buffer_m: float = 1000.0,
+                  progress: bool = True, name: str | None = None, aoi_buffer_m: float = AOI_BUFFER_M,
                   strip_windows: int = 8, gdal_cache_mb: int | None = 32, tta: bool = False,
                   stats_aoi=None, wait: bool = True) -> PredictionResult:
     """Map mining probability on one scene with a checkpoint.

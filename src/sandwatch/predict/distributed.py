@@ -38,6 +38,7 @@ from sandwatch.predict.core import (
 from sandwatch.predict.polygons import polygonize, write_polygons
 from sandwatch.predict.windows import check_window_edge
 from sandwatch.predict.writer import MASK_NODATA, StreamingCOGWriter, writing_together
+from sandwatch.published import AOI_BUFFER_M, EDGE_PX
 
 
 def unique_names(scenes: Sequence) -> list[str]:
@@ -196,9 +197,9 @@ def _assemble_inner(grid: Grid, regions: list[Window], parts: list[dict], paths:
 
 
 def submit_scene_bands(client, checkpoint, scene, out_dir, *, name: str | None = None, band_rows: int = 2000,
-                       edge: int = 30, aoi=None, threshold: float | None = None, batch_size: int = 8,
+                       edge: int = EDGE_PX, aoi=None, threshold: float | None = None, batch_size: int = 8,
                        blend: str = "none", dtype: str = "uint8", overwrite: bool = False, device=None,
-                       bf16: bool = False, progress: bool = False, aoi_buffer_m: float = 1000.0,
+                       bf16: bool = False, progress: bool = False, aoi_buffer_m: float = AOI_BUFFER_M,
                        strip_windows: int = 8, gdal_cache_mb: int | None = 32, tta: bool = False):
     """Submit one scene as row-band tasks plus a stitching task; returns the future of its
     :class:`~sandwatch.predict.PredictionResult` (same outputs as :func:`predict_scene`).

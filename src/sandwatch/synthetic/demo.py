@@ -29,6 +29,7 @@ from sandwatch.dataset.manifest import Manifest, Observation, save_manifest
 from sandwatch.errors import SandwatchError
 from sandwatch.grid import Grid
 from sandwatch.io import atomic_output
+from sandwatch.published import AOI_BUFFER_M
 from sandwatch.synthetic.files import (mask_to_polygons, stretch_true_colour, utm_grid, write_lines,
                                        write_polygons, write_quicklook, write_scene)
 from sandwatch.synthetic.landscape import SceneTruth, SiteLandscape, SiteSpec
@@ -57,7 +58,7 @@ class DemoConfig:
     size: int = 512
     seed: int = 0
     res: float = 10.0
-    aoi_buffer_m: float = 1000.0
+    aoi_buffer_m: float = AOI_BUFFER_M
     quicklook_max: int = 1024
     render: RenderOptions = RenderOptions()
 

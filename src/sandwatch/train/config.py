@@ -30,6 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sandwatch.errors import SandwatchError
+from sandwatch.published import WINDOW_PX
 
 
 def _published(arch: str):
@@ -47,7 +48,7 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Where windows come from and how many per epoch."""
 
-    window: int = Field(160, ge=16, description="window size in pixels (square)")
+    window: int = Field(WINDOW_PX, ge=16, description="window size in pixels (square)")
     aoi_buffer_m: float | None = Field(
         None, ge=0, description="AOI buffer around rivers in metres; None: the manifest's aoi_buffer_m (1000 m)")
     windows_factor: float = Field(2.0, gt=0, description="windows per scene per epoch = ceil(AOI px / window^2) x factor")

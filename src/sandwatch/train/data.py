@@ -26,6 +26,7 @@ from torch.utils.data import Dataset, Sampler
 
 from sandwatch.bands import Normalization
 from sandwatch.grid import Grid, Window
+from sandwatch.published import AOI_BUFFER_M, WINDOW_PX
 from sandwatch.train.sampler import SceneWindows, epoch_items, grid_windows
 
 POOL_EPOCH = 2**31 - 1  # the "epoch" the fixed pool of the feature cache is drawn with
@@ -47,7 +48,7 @@ class WindowSource(Protocol):
 class ObservationSource:
     """A manifest observation read through ``imagery``, ``labels`` and ``aoi``."""
 
-    def __init__(self, obs, bands: Sequence[str], *, buffer_m: float = 1000.0,
+    def __init__(self, obs, bands: Sequence[str], *, buffer_m: float = AOI_BUFFER_M,
                  high_weight: float = 1.0, low_weight: float = 0.5, low_target: float = 1.0):
         self.obs = obs
         self.name = obs.id
@@ -210,7 +211,7 @@ class TrainWindows(Dataset, _WindowReader):
     """Random windows with their centre inside the AOI; items come from :class:`EpochSampler`."""
 
     def __init__(self, sources: Sequence[WindowSource], plans: Sequence[SceneWindows | None],
-                 normalization: Normalization | Sequence[Normalization], *, size: int = 160, seed: int = 0,
+                 normalization: Normalization | Sequence[Normalization], *, size: int = WINDOW_PX, seed: int = 0,
                  rot90: bool = True, flip: bool = True, augment=None, bands: Sequence[str] = ()):
         _WindowReader.__init__(self, sources, normalization, augment, bands)
         self.plans = list(plans)
@@ -304,7 +305,7 @@ class ValWindows(Dataset, _WindowReader):
     (valid and inside the AOI)."""
 
     def __init__(self, sources: Sequence[WindowSource], normalization: Normalization | Sequence[Normalization], *,
-                 size: int = 160, stride: int | None = None):
+                 size: int = WINDOW_PX, stride: int | None = None):
         _WindowReader.__init__(self, sources, normalization)
         self.items: list[tuple[int, Window]] = []
         for s, src in enumerate(self.sources):
@@ -323,7 +324,7 @@ class ValWindows(Dataset, _WindowReader):
         return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in out.items()}
 
 
-def band_statistics(sources: Sequence[WindowSource], plans: Sequence[SceneWindows | None], *, size: int = 160,
+def band_statistics(sources: Sequence[WindowSource], plans: Sequence[SceneWindows | None], *, size: int = WINDOW_PX,
                     seed: int = 0, windows: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """Per-band mean and std of reflectance over up to ``windows`` training windows (valid pixels)."""
     counts = [p.n_windows if p is not None else 0 for p in plans]

@@ -13,6 +13,7 @@ import torch
 
 from sandwatch.bands import BandSpec
 from sandwatch.models.checkpoint import Checkpoint
+from sandwatch.published import WINDOW_PX
 from sandwatch.train.cache import FeatureCache
 from sandwatch.train.loss import SegmentationLoss
 from sandwatch.train.metrics import BinnedPR
@@ -28,7 +29,7 @@ class SegmentationTask(L.LightningModule):
     """
 
     def __init__(self, model: torch.nn.Module, *, arch: str, band_spec: BandSpec, options: dict | None = None,
-                 window: int = 160, lr: float = 5e-4, weight_decay: float = 0.01, pos_weight: float = 6.0,
+                 window: int = WINDOW_PX, lr: float = 5e-4, weight_decay: float = 0.01, pos_weight: float = 6.0,
                  dice_weight: float = 0.0, seed: int = 0, cache: FeatureCache | None = None,
                  bins: int = 1000, overlays: int = 4, plots_dir: str | None = None,
                  metadata: dict | None = None, schedule: str = "constant", total_steps: int = 1,
