@@ -24,9 +24,10 @@ from sandwatch.aoi.core import (
     water_mask_from_scene,
     write_aoi,
 )
+from sandwatch.aoi.resolve import resolve_aoi
 
 __all__ = [
     "WaterOptions", "WaterReport", "otsu_threshold", "aoi_area_m2", "aoi_for_observation", "aoi_from_file", "aoi_from_rivers", "aoi_from_water",
-    "buffer_on_grid", "clean_water_mask", "rasterize_aoi", "require_aoi", "vectorize_mask", "water_index",
+    "buffer_on_grid", "clean_water_mask", "rasterize_aoi", "require_aoi", "resolve_aoi", "vectorize_mask", "water_index",
     "water_mask_from_scene", "write_aoi",
 ]

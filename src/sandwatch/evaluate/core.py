@@ -37,6 +37,7 @@ from tqdm import tqdm
 from sandwatch.errors import SandwatchError
 from sandwatch.evaluate.metrics import PRAccumulator
 from sandwatch.grid import Grid, Window
+from sandwatch.predict.naming import prediction_names
 from sandwatch.published import BORDER_PX, EDGE_PX
 
 SCOPES = ("image", "aoi")
@@ -198,18 +199,6 @@ def evaluate_raster(prob_path: str | os.PathLike, labels_fn: LabelsFn, aoi_fn: A
 
 
 # ---- observations and prediction files ------------------------------------------------------
-def _scene_stem(scene: str) -> tuple[str, str]:
-    """(file-name stem, parent folder name) of a scene, as ``sandwatch predict`` names outputs."""
-    src = str(scene).rstrip("/").split("?")[0]
-    name = src.rsplit("/", 1)[-1]
-    for suffix in (".tif", ".tiff", ".json", ".jp2", ".vrt", ".SAFE", ".safe"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    parent = src.rsplit("/", 2)[-2] if src.count("/") >= 1 else ""
-    return name, parent
-
-
 def find_predictions(pred_dir: str | os.PathLike, observations) -> dict[str, Path]:
     """Map observations (or bare ids) to probability rasters in ``pred_dir``.
 
@@ -233,8 +222,7 @@ def find_predictions(pred_dir: str | os.PathLike, observations) -> dict[str, Pat
         obs_id = obs if isinstance(obs, str) else obs.id
         rules = [pat.format(id=obs_id) for pat in PREDICTION_PATTERNS]
         if not isinstance(obs, str) and getattr(obs, "scene", None):
-            stem, parent = _scene_stem(obs.scene)
-            rules += [f"{parent}-{stem}.prob.tif", f"{stem}.prob.tif"] if parent else [f"{stem}.prob.tif"]
+            rules += prediction_names(obs.scene)
         found = None
         for rule in rules:
             hits = [h for h in fnmatch.filter(names, rule) if ("/" in rule) == ("/" in h)]

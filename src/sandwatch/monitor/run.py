@@ -39,6 +39,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from shapely.geometry import mapping
 
+from sandwatch.aoi.resolve import resolve_aoi
 from sandwatch.errors import SandwatchError
 from sandwatch.grid import Grid, Window
 from sandwatch.io import atomic_output
@@ -222,7 +223,7 @@ def _monitor_locked(checkpoint, site, aoi, scenes, out_dir: Path, *, db, config:
 
         # ---- site record: grid, AOI, window --------------------------------------------------
         rec = history.site(site)
-        geom = _resolve_aoi(aoi, opened[0][2], config.aoi_buffer_m)
+        geom = resolve_aoi(aoi, opened[0][2], buffer_m=config.aoi_buffer_m, required=True)
         if rec is None:
             window = grid0.window_from_bounds(*geom.bounds).clip(grid0.height, grid0.width)
             if window is None:
@@ -330,25 +331,6 @@ def observe(scene, mask_path: Path, window: Window, aoi_mask: np.ndarray, config
             observed[rows] = (m != NOT_OBSERVED) & clear & aoi_mask[rows]
             mine[rows] = (m == 1) & observed[rows]
     return mine, observed, method
-
-
-def _resolve_aoi(aoi, scene, buffer_m: float):
-    if hasattr(aoi, "geom_type"):
-        if aoi.is_empty:
-            raise SandwatchError.about("--aoi", "the AOI geometry is empty", "pass a polygon in the scenes' CRS")
-        return aoi
-    if aoi is None:
-        raise SandwatchError.about("--aoi", "is required", "pass river vectors or an AOI polygon file")
-    path = Path(aoi)
-    if not path.exists():
-        raise SandwatchError.about(path, "no such AOI file", "pass river vectors or an AOI polygon file (GeoJSON/GPKG)")
-    from sandwatch.aoi import aoi_from_rivers
-
-    geom = aoi_from_rivers(path, scene.grid, buffer_m=buffer_m)
-    if geom is None or geom.is_empty:
-        raise SandwatchError.about(path, "the AOI is empty on the scenes' grid",
-                                   "check the file covers the site (lines need --aoi-buffer > 0)")
-    return geom
 
 
 def _same_aoi(a, b, grid: Grid) -> bool:

@@ -14,10 +14,10 @@ folder (:mod:`sandwatch.predict.lock`).
 """
 
 from sandwatch.predict.core import (
-    OUTPUTS, PredictionResult, Predictor, TorchForward, aoi_filter, as_predictor, output_paths, predict_scene,
-    resolve_aoi, scene_name, with_tta,
+    PredictionResult, Predictor, TorchForward, aoi_filter, as_predictor, predict_scene, with_tta,
 )
-from sandwatch.predict.distributed import band_regions, predict_scenes, submit_scene_bands, unique_names
+from sandwatch.predict.distributed import band_regions, predict_scenes, submit_scene_bands
+from sandwatch.predict.naming import OUTPUTS, output_paths, prediction_names, scene_name, unique_names
 from sandwatch.predict.lock import RunLock, RunLockWarning
 from sandwatch.predict.polygons import polygonize, write_polygons
 from sandwatch.predict.tiling import select_windows, tiled_inference
@@ -37,6 +37,6 @@ __all__ = [
     "band_regions", "submit_scene_bands",
     "blend_weights", "check_window_edge", "decode_probability", "default_margin", "encode_mask",
     "encode_probability", "output_paths", "polygonize", "predict_scene", "predict_scenes", "reflect_indices",
-    "reflect_read", "resolve_aoi", "scene_name", "select_windows", "taper_1d", "tiled_inference", "unique_names",
+    "prediction_names", "reflect_read", "scene_name", "select_windows", "taper_1d", "tiled_inference", "unique_names",
     "validate_cog", "window_grid", "window_rows", "write_cog", "write_polygons",
 ]

@@ -18,9 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from sandwatch.aoi.resolve import resolve_aoi
 from sandwatch.errors import SandwatchError
 from sandwatch.grid import Grid, Window
 from sandwatch.predict.lock import RunLock, RunLockWarning, describe
+from sandwatch.predict.naming import lock_path, output_paths, scene_name
 from sandwatch.predict.polygons import polygonize, write_polygons
 from sandwatch.predict.resume import (
     Progress, checkpoint_fingerprint, discard_progress, geometry_id, load_progress, normalization_id, progress_path,
@@ -34,15 +36,6 @@ from sandwatch.predict.writer import (
     writing_together,
 )
 from sandwatch.published import AOI_BUFFER_M, EDGE_PX
-
-#: Output files per scene, by key: file name suffix appended to the scene's name.
-OUTPUTS = {
-    "probability": ".prob.tif",
-    "mask": ".mask.tif",
-    "polygons_gpkg": ".polygons.gpkg",
-    "polygons_geojson": ".polygons.geojson",
-}
-
 
 # ---- the model as a batch function ------------------------------------------------------------
 class TorchForward:
@@ -204,52 +197,6 @@ def as_scene(scene):
     return open_scene(str(scene))
 
 
-def scene_name(scene) -> str:
-    """A file-name stem for a scene's outputs: the file's stem, the folder's name for per-band
-    folders, the item id for STAC JSON."""
-    src = str(getattr(scene, "source", scene)).rstrip("/")
-    name = src.split("?")[0].rsplit("/", 1)[-1]
-    for suffix in (".tif", ".tiff", ".json", ".jp2", ".vrt", ".SAFE", ".safe"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return name or "scene"
-
-
-def resolve_aoi(aoi, scene, *, buffer_m: float = AOI_BUFFER_M):
-    """The AOI as a shapely geometry in the scene's CRS, or None for the whole scene.
-
-    ``aoi``: None/"none" (whole scene), "auto" (water index of the scene, buffered),
-    a path to river vectors (buffered as in training), or a shapely geometry already in the
-    scene's CRS.
-    """
-    if aoi is None or (isinstance(aoi, str) and aoi.lower() == "none"):
-        return None
-    if isinstance(aoi, str) and aoi.lower() == "auto":
-        from sandwatch.aoi import aoi_from_water
-
-        return _nonempty(aoi_from_water(scene, buffer_m=buffer_m), getattr(scene, "source", "scene"),
-                         "no water found in the scene", "pass river vectors with --aoi FILE, or --aoi none")
-    if isinstance(aoi, (str, os.PathLike)):
-        path = Path(aoi)
-        if not path.exists():
-            raise SandwatchError.about(path, "no such AOI file", "pass river vectors (GeoJSON/GeoPackage), 'auto' or 'none'")
-        from sandwatch.aoi import aoi_from_rivers
-
-        return _nonempty(aoi_from_rivers(path, scene.grid, buffer_m=buffer_m), path,
-                         f"no river within {buffer_m:g} m of the scene", "check the file covers the scene, or --aoi none")
-    if hasattr(aoi, "geom_type"):
-        return _nonempty(aoi, "--aoi", "the AOI geometry is empty", "pass a polygon in the scene's CRS")
-    raise SandwatchError.about("--aoi", f"cannot use {type(aoi).__name__} as an area of interest",
-                               "pass 'auto', 'none', a vector file or a shapely geometry")
-
-
-def _nonempty(geom, what, problem: str, fix: str):
-    if geom is None or geom.is_empty:
-        raise SandwatchError.about(what, f"the area of interest is empty: {problem}", fix)
-    return geom
-
-
 def aoi_filter(geom, grid: Grid) -> Callable[[Window], bool] | None:
     """``include(keep)``: True when a window's interior touches ``geom`` (None: everything)."""
     if geom is None:
@@ -284,20 +231,10 @@ class PredictionResult:
         return bool(self.stats.get("skipped"))
 
 
-def output_paths(out_dir: str | os.PathLike, name: str) -> dict[str, Path]:
-    out_dir = Path(out_dir)
-    return {key: out_dir / f"{name}{suffix}" for key, suffix in OUTPUTS.items()}
-
-
 #: A killed run resumes from its last checkpoint: the first finished row block, the last, and
 #: in between the first block finished at least this long after the previous checkpoint (each
 #: costs two GeoTIFF closes and three fsyncs, ~10 ms: a fast model finishes many blocks a second).
 CHECKPOINT_SECONDS = 1.0
-
-
-def lock_path(out_dir: str | os.PathLike, name: str) -> Path:
-    """``OUT/.NAME.lock``: held by the run predicting scene NAME into OUT."""
-    return Path(out_dir) / f".{name}.lock"
 
 
 def _remove_stale_partials(paths: dict[str, Path], keep: tuple[str, ...] = ()) -> None:

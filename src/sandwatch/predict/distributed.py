@@ -25,38 +25,21 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from sandwatch.aoi.resolve import resolve_aoi
 from sandwatch.errors import SandwatchError
 from sandwatch.grid import Grid, Window
 from sandwatch.predict.core import (
-    PredictionResult, Predictor, _predict_rasters, aoi_filter, as_predictor, as_scene, output_paths,
-    predict_scene, resolve_aoi, scene_name,
+    PredictionResult, Predictor, _predict_rasters, aoi_filter, as_predictor, as_scene,
+    predict_scene,
 )
+from sandwatch.predict.naming import output_paths, scene_name, unique_names
 from sandwatch.predict.polygons import polygonize, write_polygons
 from sandwatch.predict.windows import check_window_edge
 from sandwatch.predict.writer import MASK_NODATA, StreamingCOGWriter, writing_together
 from sandwatch.published import AOI_BUFFER_M, EDGE_PX
-
-
-def unique_names(scenes: Sequence) -> list[str]:
-    """Output names for a batch: the scene's name, or ``PARENT-NAME`` when names repeat
-    (e.g. many ``rgb.tif`` in per-site folders)."""
-    names = [scene_name(s) for s in scenes]
-    counts = Counter(names)
-    out = []
-    for s, n in zip(scenes, names):
-        if counts[n] > 1:
-            parent = Path(str(getattr(s, "source", s)).rstrip("/")).parent.name
-            n = f"{parent}-{n}" if parent else n
-        out.append(n)
-    dup = [n for n, c in Counter(out).items() if c > 1]
-    if dup:
-        raise SandwatchError.about("SCENE", f"two scenes would write the same outputs ({dup[0]})",
-                                   "predict them into different output folders")
-    return out
 
 
 def _task(checkpoint, scene, out_dir, name, kwargs) -> PredictionResult:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from sandwatch.io import free_bytes, remove_quietly, temporary_sibling, write_error
+from sandwatch.predict.naming import output_name
 
 FORMAT = 1
 PROGRESS_SUFFIX = ".progress.json"
@@ -38,12 +39,7 @@ PROGRESS_SUFFIX = ".progress.json"
 def progress_path(prob_path: str | os.PathLike) -> Path:
     """``OUT/.NAME.progress.json`` for the probability output ``OUT/NAME.prob.tif``."""
     prob_path = Path(prob_path)
-    name = prob_path.name
-    for suffix in (".prob.tif", ".tif"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return prob_path.with_name(f".{name}{PROGRESS_SUFFIX}")
+    return prob_path.with_name(f".{output_name(prob_path)}{PROGRESS_SUFFIX}")
 
 
 # ---- fingerprints --------------------------------------------------------------------------------

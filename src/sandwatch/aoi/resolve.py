@@ -1,0 +1,67 @@
+"""The one rule that turns what a user passes as an area of interest into a geometry.
+
+``predict``, ``monitor`` and ``evaluate`` (through manifest observations) all call
+:func:`resolve_aoi`, so ``--aoi FILE`` means the same in every command and an empty AOI is the
+same one-line error everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from shapely.geometry.base import BaseGeometry
+
+from sandwatch.errors import SandwatchError
+from sandwatch.published import AOI_BUFFER_M
+
+
+def resolve_aoi(aoi, scene, *, buffer_m: float = AOI_BUFFER_M, required: bool = False,
+                what: str = "--aoi") -> BaseGeometry | None:
+    """The AOI as a shapely geometry in the scene's CRS, or None for the whole scene.
+
+    ``aoi``:
+
+    * None or ``"none"``: the whole scene (None); with ``required`` a one-line error instead;
+    * ``"auto"``: the scene's water index (:func:`~sandwatch.aoi.aoi_from_water`), buffered;
+    * a path: river vectors buffered by ``buffer_m`` (polygons as they are with 0), reprojected
+      and clipped to the scene (:func:`~sandwatch.aoi.aoi_from_rivers`);
+    * a manifest observation (``.aoi``, ``.rivers``): :func:`~sandwatch.aoi.aoi_for_observation`;
+    * a shapely geometry, taken as already in the scene's CRS.
+
+    ``scene`` is a Scene (a :class:`~sandwatch.grid.Grid` is enough unless the water index is
+    needed). An empty result is a :class:`SandwatchError` naming the source and the fix.
+    """
+    from sandwatch.aoi.core import aoi_for_observation, aoi_from_rivers, aoi_from_water
+
+    grid = getattr(scene, "grid", scene)
+    other = "" if required else ", or --aoi none"
+    if aoi is None or (isinstance(aoi, str) and aoi.lower() == "none"):
+        if required:
+            raise SandwatchError.about(what, "is required", "pass river vectors or an AOI polygon file")
+        return None
+    if isinstance(aoi, str) and aoi.lower() == "auto":
+        return _nonempty(aoi_from_water(scene, buffer_m=buffer_m), getattr(scene, "source", "scene"),
+                         "no water found in the scene", f"pass river vectors with {what} FILE{other}")
+    if isinstance(aoi, (str, os.PathLike)):
+        path = Path(aoi)
+        if not path.exists():
+            raise SandwatchError.about(path, "no such AOI file",
+                                       "pass river vectors or an AOI polygon file (GeoJSON/GeoPackage)"
+                                       + ("" if required else ", 'auto' or 'none'"))
+        near = f"no river within {buffer_m:g} m of the scene" if buffer_m > 0 else "no polygon on the scene"
+        return _nonempty(aoi_from_rivers(path, grid, buffer_m=buffer_m), path, near,
+                         f"check the file covers the scene (lines need a buffer > 0){other}")
+    if hasattr(aoi, "geom_type"):
+        return _nonempty(aoi, what, "the AOI geometry is empty", "pass a polygon in the scene's CRS")
+    if hasattr(aoi, "scene") and (hasattr(aoi, "rivers") or hasattr(aoi, "aoi")):
+        return _nonempty(aoi_for_observation(aoi, scene, buffer_m=buffer_m), getattr(aoi, "id", what),
+                         "the observation's AOI misses its scene", "check its aoi:/rivers: file in the manifest")
+    raise SandwatchError.about(what, f"cannot use {type(aoi).__name__} as an area of interest",
+                               "pass 'auto', 'none', a vector file or a shapely geometry")
+
+
+def _nonempty(geom, source, problem: str, fix: str):
+    if geom is None or geom.is_empty:
+        raise SandwatchError.about(source, f"the area of interest is empty: {problem}", fix)
+    return geom

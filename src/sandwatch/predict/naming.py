@@ -1,0 +1,92 @@
+"""How prediction outputs are named: the one rule ``predict`` writes by and ``evaluate`` and
+``monitor`` find them by.
+
+A scene's outputs are ``OUT/NAME`` + a suffix of :data:`OUTPUTS`; ``NAME`` is the scene file's
+stem (:func:`scene_name`: the folder's name for per-band folders, the item id for STAC JSON),
+or ``PARENT-NAME`` when several scenes of one run share a stem (:func:`unique_names`: many
+``rgb.tif`` in per-site folders). :func:`prediction_names` lists, most specific first, the file
+names a scene's probability raster may have.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from sandwatch.errors import SandwatchError
+
+#: Output files per scene, by key: file name suffix appended to the scene's name.
+OUTPUTS = {
+    "probability": ".prob.tif",
+    "mask": ".mask.tif",
+    "polygons_gpkg": ".polygons.gpkg",
+    "polygons_geojson": ".polygons.geojson",
+}
+
+_SCENE_SUFFIXES = (".tif", ".tiff", ".json", ".jp2", ".vrt", ".SAFE", ".safe")
+
+
+def _source(scene) -> str:
+    return str(getattr(scene, "source", scene)).rstrip("/").split("?")[0]
+
+
+def scene_name(scene) -> str:
+    """A file-name stem for a scene's outputs: the file's stem, the folder's name for per-band
+    folders, the item id for STAC JSON."""
+    name = _source(scene).rsplit("/", 1)[-1]
+    for suffix in _SCENE_SUFFIXES:
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return name or "scene"
+
+
+def scene_parent(scene) -> str:
+    """The name of the folder holding the scene (empty for a bare file name)."""
+    src = _source(scene)
+    return src.rsplit("/", 2)[-2] if "/" in src else ""
+
+
+def unique_names(scenes: Sequence) -> list[str]:
+    """Output names for a batch: the scene's name, or ``PARENT-NAME`` when names repeat."""
+    names = [scene_name(s) for s in scenes]
+    counts = Counter(names)
+    out = []
+    for s, n in zip(scenes, names):
+        if counts[n] > 1:
+            parent = scene_parent(s)
+            n = f"{parent}-{n}" if parent else n
+        out.append(n)
+    dup = [n for n, c in Counter(out).items() if c > 1]
+    if dup:
+        raise SandwatchError.about("SCENE", f"two scenes would write the same outputs ({dup[0]})",
+                                   "predict them into different output folders")
+    return out
+
+
+def output_paths(out_dir: str | os.PathLike, name: str) -> dict[str, Path]:
+    """The output files of scene ``name`` in ``out_dir``, by key of :data:`OUTPUTS`."""
+    out_dir = Path(out_dir)
+    return {key: out_dir / f"{name}{suffix}" for key, suffix in OUTPUTS.items()}
+
+
+def output_name(path: str | os.PathLike, key: str = "probability") -> str:
+    """The scene name of an output file (``OUT/NAME.prob.tif`` -> ``NAME``)."""
+    name = Path(path).name
+    suffix = OUTPUTS[key]
+    return name[: -len(suffix)] if name.endswith(suffix) else Path(name).stem
+
+
+def prediction_names(scene, key: str = "probability") -> list[str]:
+    """File names (no folder) the ``key`` output of ``scene`` may have, most specific first:
+    ``PARENT-NAME`` + suffix (names repeated in the run), then ``NAME`` + suffix."""
+    name, parent = scene_name(scene), scene_parent(scene)
+    suffix = OUTPUTS[key]
+    return ([f"{parent}-{name}{suffix}"] if parent else []) + [f"{name}{suffix}"]
+
+
+def lock_path(out_dir: str | os.PathLike, name: str) -> Path:
+    """``OUT/.NAME.lock``: held by the run predicting scene NAME into OUT."""
+    return Path(out_dir) / f".{name}.lock"
