@@ -254,7 +254,7 @@ def test_predict_scene_writes_aligned_cogs_and_polygons(tmp_path):
     res = predict_scene(PREDICTOR, scene, tmp_path, edge=8, batch_size=4, progress=False)
     paths = res.paths
     assert {p.name for p in tmp_path.iterdir()} == {
-        "fake.prob.tif", "fake.mask.tif", "fake.polygons.gpkg", "fake.polygons.geojson"}
+        "fake.prob.tif", "fake.mask.tif", "fake.polygons.gpkg", "fake.polygons.geojson", "fake.polygons.parquet"}
     _, expected = run(scene.data, scene.valid)
     for key in ("probability", "mask"):
         assert validate_cog(paths[key])[0], validate_cog(paths[key])
@@ -288,6 +288,9 @@ def test_predict_scene_writes_aligned_cogs_and_polygons(tmp_path):
     assert ((gdf["mean_prob"] >= 0.5) & (gdf["max_prob"] <= 1) & (gdf["max_prob"] >= gdf["mean_prob"])).all()
     gj = json.loads(paths["polygons_geojson"].read_text())
     assert len(gj["features"]) == 4
+    gpq = gpd.read_parquet(paths["polygons_parquet"])
+    assert gpq.crs == scene.grid.crs and gpq.geometry.geom_equals(gdf.geometry).all()
+    assert gpq["area_m2"].tolist() == gdf["area_m2"].tolist()
     lon, lat = gj["features"][0]["geometry"]["coordinates"][0][0]
     assert 10 < lon < 20 and 50 < lat < 54      # EPSG:4326 (UTM 33N near 52 N)
 
@@ -361,12 +364,12 @@ def test_a_killed_run_leaves_nothing_and_resumes(tmp_path):
     with pytest.raises(Boom):
         predict_scenes(pred, scenes, tmp_path, edge=8, progress=False)
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["a.mask.tif", "a.polygons.geojson", "a.polygons.gpkg", "a.prob.tif"]   # no partial b
+    assert names == ["a.mask.tif", "a.polygons.geojson", "a.polygons.gpkg", "a.polygons.parquet", "a.prob.tif"]   # no partial b
     before = (tmp_path / "a.prob.tif").stat().st_mtime_ns
     results = predict_scenes(PREDICTOR, scenes, tmp_path, edge=8, progress=False)
     assert [r.skipped for r in results] == [True, False]
     assert (tmp_path / "a.prob.tif").stat().st_mtime_ns == before
-    assert len(list(tmp_path.iterdir())) == 8
+    assert len(list(tmp_path.iterdir())) == 10          # 5 outputs per scene
     # overwrite recomputes; a scene whose polygons are missing only gets its polygons back
     (tmp_path / "b.polygons.gpkg").unlink()
     again = predict_scene(Predictor(dying, PREDICTOR.bands, 40, 0.5), scenes[1], tmp_path, edge=8, progress=False)

@@ -246,8 +246,9 @@ def test_predict_polygons_on_a_full_disk(disk, inputs, tmp_path, capfd):
     every_final_reads_back(disk)
 
 
+@pytest.mark.parametrize("fmt", ["geojson", "parquet"])
 @pytest.mark.parametrize("share", [0.0, 0.5])
-def test_polygon_geojson_on_a_full_disk(disk, tmp_path, share):
+def test_polygon_vectors_on_a_full_disk(disk, tmp_path, share, fmt):
     import geopandas as gpd
     from shapely.geometry import box
 
@@ -257,11 +258,12 @@ def test_polygon_geojson_on_a_full_disk(disk, tmp_path, share):
     xs, ys = rng.uniform(3e5, 4e5, 3000), rng.uniform(2.1e6, 2.2e6, 3000)
     gdf = gpd.GeoDataFrame({"id": np.arange(3000), "area_m2": rng.uniform(1, 9, 3000)},
                            geometry=[box(x, y, x + 50, y + 80) for x, y in zip(xs, ys)], crs="EPSG:32644")
-    write_polygons(gdf, None, tmp_path / "ref.geojson")
-    disk.fill(int(size_of(tmp_path / "ref.geojson") * share))
-    out = disk.root / "p.geojson"
+    key = f"polygons_{fmt}"
+    write_polygons(gdf, {key: tmp_path / f"ref.{fmt}"})
+    disk.fill(int(size_of(tmp_path / f"ref.{fmt}") * share))
+    out = disk.root / f"p.{fmt}"
     with pytest.raises(SandwatchError) as err:
-        write_polygons(gdf, None, out)
+        write_polygons(gdf, {key: out})
     assert "disk full" in str(err.value) and str(out) in str(err.value)
     assert not out.exists() and disk.leftovers() == []
 

@@ -85,3 +85,23 @@ def test_synthetic_labels_keep_diagonal_neighbours_apart_before_growing():
     polys = mask_to_polygons(m, grid, generous_px=0.5, simplify_px=0.0, min_pixels=1)
     assert len(polys) == 2
     assert sum(p.area for p in polys) > 2 * 25 * 100.0      # grown outlines, as an annotator draws
+
+
+def test_every_vector_format_written_atomically_and_read_back(tmp_path):
+    import geopandas as gpd
+
+    from sandwatch.vectors import VECTOR_FORMATS, write_vectors
+
+    grid = make_utm_grid(40, 40)
+    m = np.zeros((40, 40), bool)
+    m[5:10, 5:12] = True
+    gdf = gpd.GeoDataFrame({"id": [1], "area_m2": [3500.0]}, geometry=mask_polygons(m, grid), crs=grid.crs)
+    paths = {key: tmp_path / f"p{fmt.suffix}" for key, fmt in VECTOR_FORMATS.items()}
+    assert set(paths) == {"gpkg", "geojson", "parquet"}
+    assert write_vectors(gdf, paths) == list(paths.values())
+    back = {key: gpd.read_file(p) if key != "parquet" else gpd.read_parquet(p) for key, p in paths.items()}
+    assert back["gpkg"].crs == grid.crs and back["parquet"].crs == grid.crs
+    assert back["geojson"].crs.to_epsg() == 4326
+    assert back["parquet"].geometry[0].equals_exact(gdf.geometry[0], 1e-6)
+    assert back["gpkg"].geometry[0].area == pytest.approx(3500.0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.geojson", "p.gpkg", "p.parquet"]   # no temporaries

@@ -262,6 +262,13 @@ def verify_json(path: str | os.PathLike) -> None:
         json.load(fh)
 
 
+def verify_parquet(path: str | os.PathLike) -> None:
+    """A Parquet file's footer (written last) holds its metadata: it must read back."""
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    pq.read_metadata(path)
+
+
 def verify_zip(path: str | os.PathLike) -> None:
     """A torch.save file is a zip archive: its central directory, written last, must be whole."""
     import zipfile  # noqa: PLC0415
@@ -273,7 +280,7 @@ def verify_zip(path: str | os.PathLike) -> None:
 #: Read-back checks by file suffix: outputs written by C libraries (GDAL, OGR, torch), which do
 #: not always report a failed write. Python's own writes raise and need none.
 VERIFIERS = {".tif": verify_raster, ".tiff": verify_raster, ".gpkg": verify_geopackage,
-             ".geojson": verify_json, ".pt": verify_zip, ".ckpt": verify_zip, ".pth": verify_zip}
+             ".geojson": verify_json, ".parquet": verify_parquet, ".pt": verify_zip, ".ckpt": verify_zip, ".pth": verify_zip}
 
 
 def _check_written(tmp: Path, allow_empty: bool, verify) -> None:

@@ -7,6 +7,9 @@ that turns a mask into polygons, areas and WGS84, and small geometry helpers.
   alert regions, the vectorised AOI and the synthetic labels all call these two functions, so
   every command counts the same mines on the same mask. Areas: :func:`area_m2` (geodesic on a
   geographic CRS).
+* **Writing** (:data:`VECTOR_FORMATS`, :func:`write_vectors`): one entry per output format
+  (GeoPackage in the data's CRS, GeoJSON in EPSG:4326, GeoParquet in the data's CRS), each
+  written atomically; a new format is one more entry.
 
 * GeoJSON, GeoPackage, Shapefile and anything else GDAL reads, through pyogrio.
 * GeoJSON without a CRS is EPSG:4326 (RFC 7946). Other files without a CRS are an error.
@@ -28,6 +31,8 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import geopandas as gpd
@@ -44,6 +49,7 @@ from shapely.geometry.base import BaseGeometry
 
 from sandwatch.errors import SandwatchError, warn_once
 from sandwatch.grid import Grid, Window
+from sandwatch.io import atomic_output
 
 _JSON_SUFFIXES = {".geojson", ".json"}
 
@@ -320,3 +326,45 @@ def to_wgs84(geom: BaseGeometry, crs) -> BaseGeometry:
 
     tr = Transformer.from_crs(src, "EPSG:4326", always_xy=True)
     return shapely.transform(geom, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+
+
+# ---- writing: one entry per format ---------------------------------------------------------------
+@dataclass(frozen=True)
+class VectorFormat:
+    """An output format: file suffix and ``write(gdf, path)``."""
+
+    suffix: str
+    write: Callable[[gpd.GeoDataFrame, Path], None]
+    description: str = ""
+
+
+def _write_gpkg(gdf: gpd.GeoDataFrame, path: Path) -> None:
+    gdf.to_file(path, driver="GPKG", layer="mining", engine="pyogrio")
+
+
+def _write_geojson(gdf: gpd.GeoDataFrame, path: Path) -> None:
+    gdf.to_crs("EPSG:4326").to_file(path, driver="GeoJSON", engine="pyogrio")
+
+
+def _write_geoparquet(gdf: gpd.GeoDataFrame, path: Path) -> None:
+    gdf.to_parquet(path, index=False)
+
+
+#: Vector outputs by key, in the order they are written.
+VECTOR_FORMATS: dict[str, VectorFormat] = {
+    "gpkg": VectorFormat(".gpkg", _write_gpkg, "GeoPackage, the data's CRS (QGIS, GDAL)"),
+    "geojson": VectorFormat(".geojson", _write_geojson, "GeoJSON, EPSG:4326 (web maps)"),
+    "parquet": VectorFormat(".parquet", _write_geoparquet, "GeoParquet, the data's CRS (GeoPandas, DuckDB)"),
+}
+
+
+def write_vectors(gdf: gpd.GeoDataFrame, paths: dict[str, str | os.PathLike]) -> list[Path]:
+    """Write ``gdf`` once per entry of ``paths`` (key of :data:`VECTOR_FORMATS` -> path), each
+    atomically (complete or absent); the paths written, in order."""
+    out = []
+    for key, path in paths.items():
+        fmt = VECTOR_FORMATS[key]
+        with atomic_output(path) as tmp:
+            fmt.write(gdf, tmp)
+        out.append(Path(path))
+    return out

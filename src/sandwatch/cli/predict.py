@@ -20,6 +20,7 @@ fitted on validation data). Per scene, in OUT_DIR (NAME = the scene's file or fo
   NAME.mask.tif          mining mask COG at the threshold: 1 mine, 0 not, 255 nodata
   NAME.polygons.gpkg     mining polygons in the scene CRS (area_m2, mean/max prob, date)
   NAME.polygons.geojson  the same polygons in EPSG:4326
+  NAME.polygons.parquet  the same polygons as GeoParquet, scene CRS (GeoPandas, DuckDB)
 Each file appears only when complete; finished scenes are skipped on a re-run (so a
 killed batch resumes) unless --overwrite, and a scene killed midway resumes from its last
 finished row block (same checkpoint and options: the same pixels as a run never killed).

@@ -22,7 +22,7 @@ from sandwatch.aoi.resolve import resolve_aoi
 from sandwatch.errors import SandwatchError
 from sandwatch.grid import Grid, Window
 from sandwatch.predict.lock import RunLock, RunLockWarning, describe
-from sandwatch.predict.naming import lock_path, output_paths, scene_name
+from sandwatch.predict.naming import POLYGON_OUTPUTS, lock_path, output_paths, scene_name
 from sandwatch.predict.polygons import polygonize, write_polygons
 from sandwatch.predict.resume import (
     Progress, checkpoint_fingerprint, discard_progress, geometry_id, load_progress, normalization_id, progress_path,
@@ -399,7 +399,7 @@ def _predict_scene(checkpoint, scene, out_dir, *, edge, aoi, threshold, batch_si
 
     def done() -> tuple[bool, bool]:
         return (paths["probability"].exists() and paths["mask"].exists(),
-                paths["polygons_gpkg"].exists() and paths["polygons_geojson"].exists())
+                all(paths[k].exists() for k in POLYGON_OUTPUTS))
 
     rasters_done, polys_done = done()
     if not overwrite and rasters_done and polys_done:
@@ -455,7 +455,7 @@ def _predict_locked(checkpoint, scene_obj, paths, stats, t_start, *, rasters_don
         if isinstance(fwd, TorchForward):
             stats["forward_seconds"] = fwd.seconds
     gdf = polygonize(paths["mask"], paths["probability"], scene=name, date=date)
-    write_polygons(gdf, paths["polygons_gpkg"], paths["polygons_geojson"])
+    write_polygons(gdf, paths)
     stats["polygons"] = int(len(gdf))
     stats["mine_area_m2"] = float(gdf["area_m2"].sum()) if len(gdf) else 0.0
     stats["seconds"] = time.perf_counter() - t_start

@@ -166,7 +166,7 @@ def _assemble_inner(grid: Grid, regions: list[Window], parts: list[dict], paths:
                         w = Window(r, 0, min(512, region.height - r), region.width)
                         writer.write(w.shift(region.row, region.col), src.read(1, window=w.to_rasterio()))
     gdf = polygonize(paths["mask"], paths["probability"], scene=name, date=date)
-    write_polygons(gdf, paths["polygons_gpkg"], paths["polygons_geojson"])
+    write_polygons(gdf, paths)
     shutil.rmtree(Path(parts[0]["probability"]).parent, ignore_errors=True)
     stats = {"name": name, "bands": len(regions), "polygons": int(len(gdf)),
              "mine_area_m2": float(gdf["area_m2"].sum()) if len(gdf) else 0.0,

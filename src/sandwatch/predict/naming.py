@@ -16,14 +16,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sandwatch.errors import SandwatchError
+from sandwatch.vectors import VECTOR_FORMATS
 
 #: Output files per scene, by key: file name suffix appended to the scene's name.
 OUTPUTS = {
     "probability": ".prob.tif",
     "mask": ".mask.tif",
-    "polygons_gpkg": ".polygons.gpkg",
-    "polygons_geojson": ".polygons.geojson",
+    **{f"polygons_{key}": f".polygons{fmt.suffix}" for key, fmt in VECTOR_FORMATS.items()},
 }
+POLYGON_OUTPUTS = tuple(k for k in OUTPUTS if k.startswith("polygons_"))
 
 _SCENE_SUFFIXES = (".tif", ".tiff", ".json", ".jp2", ".vrt", ".SAFE", ".safe")
 

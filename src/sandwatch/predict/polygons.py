@@ -25,9 +25,8 @@ import shapely
 from affine import Affine
 
 from sandwatch.grid import Grid, Window
-from sandwatch.io import atomic_output
 from sandwatch.predict.writer import decode_probability
-from sandwatch.vectors import area_m2, mask_polygons
+from sandwatch.vectors import area_m2, mask_polygons, write_vectors
 
 COLUMNS = ["id", "scene", "date", "pixels", "area_m2", "mean_prob", "max_prob"]
 
@@ -91,15 +90,8 @@ def polygonize(mask_path: str | os.PathLike, prob_path: str | os.PathLike, *, sc
          "mean_prob": "float64", "max_prob": "float64"})
 
 
-def write_polygons(gdf, gpkg_path: str | os.PathLike | None, geojson_path: str | os.PathLike | None) -> list[Path]:
-    """GeoPackage in the scene's CRS and GeoJSON in EPSG:4326, each written atomically."""
-    out = []
-    if gpkg_path is not None:
-        with atomic_output(gpkg_path) as tmp:
-            gdf.to_file(tmp, driver="GPKG", layer="mining", engine="pyogrio")
-        out.append(Path(gpkg_path))
-    if geojson_path is not None:
-        with atomic_output(geojson_path) as tmp:
-            gdf.to_crs("EPSG:4326").to_file(tmp, driver="GeoJSON", engine="pyogrio")
-        out.append(Path(geojson_path))
-    return out
+def write_polygons(gdf, paths: dict[str, str | os.PathLike]) -> list[Path]:
+    """The polygons in every vector format of ``paths`` (output key -> path, keys
+    ``polygons_<format>`` of :data:`~sandwatch.predict.naming.OUTPUTS`), each atomically."""
+    return write_vectors(gdf, {key.removeprefix("polygons_"): path for key, path in paths.items()
+                               if key.startswith("polygons_")})
