@@ -94,3 +94,17 @@ def test_evaluate_finds_what_predict_names(tmp_path):
     found = find_predictions(tmp_path, obs)
     assert {k: p.name for k, p in found.items()} == {"o0": "a-rgb.prob.tif", "o1": "b-rgb.prob.tif",
                                                      "o2": "2021-05-25.prob.tif"}
+
+
+def test_find_outputs_of_masks_and_missing_ones(tmp_path):
+    from sandwatch.predict.naming import find_outputs
+
+    scenes = ["sites/a/rgb.tif", "sites/b/rgb.tif"]
+    for name in unique_names(scenes):
+        for key in ("probability", "mask"):
+            output_paths(tmp_path, name)[key].write_bytes(b"")
+    obs = [SimpleNamespace(id=f"o{i}", scene=s) for i, s in enumerate(scenes)]
+    assert {k: p.name for k, p in find_outputs(tmp_path, obs, "mask").items()} == {"o0": "a-rgb.mask.tif",
+                                                                                  "o1": "b-rgb.mask.tif"}
+    with pytest.raises(SandwatchError, match="no mask raster for observation o2 .*NAME.mask.tif"):
+        find_outputs(tmp_path, [SimpleNamespace(id="o2", scene="sites/c/x.tif")], "mask")

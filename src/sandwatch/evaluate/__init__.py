@@ -9,7 +9,6 @@ that count: border crop, AOI, low-confidence labels) and :mod:`sandwatch.evaluat
 """
 
 from sandwatch.evaluate.core import (
-    PREDICTION_PATTERNS,
     SCOPES,
     EvalConfig,
     ImageResult,
@@ -25,7 +24,7 @@ from sandwatch.evaluate.metrics import PRAccumulator, PRMetrics, levels_to_proba
 from sandwatch.evaluate.report import plot_overlay, plot_pr_curves, write_report
 
 __all__ = [
-    "PREDICTION_PATTERNS", "SCOPES", "EvalConfig", "ImageResult", "ModelResult", "PRAccumulator", "PRMetrics",
+    "SCOPES", "EvalConfig", "ImageResult", "ModelResult", "PRAccumulator", "PRMetrics",
     "ProbabilityEncoding", "border_mask", "evaluate_predictions", "evaluate_raster", "find_predictions",
     "levels_to_probability", "plot_overlay", "plot_pr_curves", "predict_split", "write_report",
 ]

@@ -22,7 +22,6 @@ average precision is the published headline figure).
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import warnings
 from collections.abc import Callable, Mapping
@@ -37,14 +36,11 @@ from tqdm import tqdm
 from sandwatch.errors import SandwatchError
 from sandwatch.evaluate.metrics import PRAccumulator
 from sandwatch.grid import Grid, Window
-from sandwatch.predict.naming import prediction_names
+from sandwatch.predict.naming import find_outputs
 from sandwatch.published import BORDER_PX, EDGE_PX
 
 SCOPES = ("image", "aoi")
 LowConfidence = Literal["count", "exclude", "weight"]
-
-#: Discovery rule for ``--predictions DIR``: the first pattern with exactly one match wins.
-PREDICTION_PATTERNS = ("{id}[._-]*prob*.tif", "{id}/*prob*.tif", "{id}[._-]*prob*.tiff", "{id}/*prob*.tiff")
 
 
 @dataclass
@@ -200,44 +196,9 @@ def evaluate_raster(prob_path: str | os.PathLike, labels_fn: LabelsFn, aoi_fn: A
 
 # ---- observations and prediction files ------------------------------------------------------
 def find_predictions(pred_dir: str | os.PathLike, observations) -> dict[str, Path]:
-    """Map observations (or bare ids) to probability rasters in ``pred_dir``.
-
-    Rule (documented for ``--predictions``), first unique match wins, for observation ``ID``
-    of scene ``.../PARENT/NAME.tif``:
-
-    1. ``ID.*prob*.tif`` (or ``ID_``/``ID-`` instead of ``ID.``) in the folder (what
-       ``sandwatch evaluate --checkpoint`` writes: ``ID.prob.tif``), else the single
-       ``*prob*.tif`` in a sub-folder ``ID/``;
-    2. ``PARENT-NAME.prob.tif``, then ``NAME.prob.tif`` (what ``sandwatch predict`` writes for
-       the scene: its file name, prefixed by its folder when names repeat).
-
-    Several matches for one rule, or none for all, is an error naming the observation.
-    """
-    pred_dir = Path(pred_dir)
-    if not pred_dir.is_dir():
-        raise SandwatchError.about(pred_dir, "no such predictions folder", "pass the -o folder of `sandwatch predict`")
-    names = sorted(p.relative_to(pred_dir).as_posix() for p in pred_dir.rglob("*prob*.tif*"))
-    out: dict[str, Path] = {}
-    for obs in observations:
-        obs_id = obs if isinstance(obs, str) else obs.id
-        rules = [pat.format(id=obs_id) for pat in PREDICTION_PATTERNS]
-        if not isinstance(obs, str) and getattr(obs, "scene", None):
-            rules += prediction_names(obs.scene)
-        found = None
-        for rule in rules:
-            hits = [h for h in fnmatch.filter(names, rule) if ("/" in rule) == ("/" in h)]
-            if len(hits) == 1:
-                found = pred_dir / hits[0]
-                break
-            if len(hits) > 1:
-                raise SandwatchError.about(pred_dir, f"holds several probability rasters for {obs_id}: "
-                                           f"{', '.join(hits[:3])}", "keep one per observation")
-        if found is None:
-            raise SandwatchError.about(pred_dir, f"has no probability raster for observation {obs_id} "
-                                       f"(looked for {obs_id}.prob.tif, {obs_id}_*prob*.tif, {obs_id}/*prob*.tif and the scene's "
-                                       "NAME.prob.tif)", "run `sandwatch predict` on its scene, or evaluate with --checkpoint")
-        out[obs_id] = found
-    return out
+    """Map observations (or bare ids) to probability rasters in ``pred_dir``, by the naming
+    rule of ``predict`` (:func:`sandwatch.predict.naming.find_outputs`)."""
+    return find_outputs(pred_dir, observations, "probability")
 
 
 def labels_for(obs, config: EvalConfig) -> Callable[[Grid], LabelsFn]:

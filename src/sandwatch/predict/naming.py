@@ -10,6 +10,7 @@ names a scene's probability raster may have.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -91,3 +92,50 @@ def prediction_names(scene, key: str = "probability") -> list[str]:
 def lock_path(out_dir: str | os.PathLike, name: str) -> Path:
     """``OUT/.NAME.lock``: held by the run predicting scene NAME into OUT."""
     return Path(out_dir) / f".{name}.lock"
+
+
+#: How outputs are found by observation id (``evaluate --checkpoint`` writes ``ID.prob.tif``; other
+#: tools ``ID_prob.tif`` or ``ID/anything.prob.tif``): the first pattern with exactly one match wins.
+ID_PATTERNS = ("{id}[._-]*{kind}*.tif", "{id}/*{kind}*.tif", "{id}[._-]*{kind}*.tiff", "{id}/*{kind}*.tiff")
+_KIND = {"probability": "prob", "mask": "mask"}
+
+
+def find_outputs(folder: str | os.PathLike, observations, key: str = "probability") -> dict[str, Path]:
+    """Map observations (or bare ids) to their ``key`` output (``probability`` or ``mask``) in
+    ``folder``. For observation ``ID`` of scene ``.../PARENT/NAME.tif``, first unique match wins:
+
+    1. ``ID.*prob*.tif`` (or ``ID_``/``ID-`` instead of ``ID.``) in the folder (what
+       ``sandwatch evaluate --checkpoint`` writes: ``ID.prob.tif``), else the single
+       ``*prob*.tif`` in a sub-folder ``ID/``;
+    2. :func:`prediction_names` of the scene: ``PARENT-NAME.prob.tif``, then ``NAME.prob.tif``
+       (what ``sandwatch predict`` writes).
+
+    Several matches for one rule, or none for all, is an error naming the observation.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SandwatchError.about(folder, "no such predictions folder", "pass the -o folder of `sandwatch predict`")
+    kind = _KIND[key]
+    names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob(f"*{kind}*.tif*"))
+    out: dict[str, Path] = {}
+    for obs in observations:
+        obs_id = obs if isinstance(obs, str) else obs.id
+        rules = [pat.format(id=obs_id, kind=kind) for pat in ID_PATTERNS]
+        if not isinstance(obs, str) and getattr(obs, "scene", None):
+            rules += prediction_names(obs.scene, key)
+        found = None
+        for rule in rules:
+            hits = [h for h in fnmatch.filter(names, rule) if ("/" in rule) == ("/" in h)]
+            if len(hits) == 1:
+                found = folder / hits[0]
+                break
+            if len(hits) > 1:
+                raise SandwatchError.about(folder, f"holds several {key} rasters for {obs_id}: "
+                                           f"{', '.join(hits[:3])}", "keep one per observation")
+        if found is None:
+            raise SandwatchError.about(folder, f"has no {key} raster for observation {obs_id} "
+                                       f"(looked for {obs_id}.{kind}.tif, {obs_id}_*{kind}*.tif, {obs_id}/*{kind}*.tif "
+                                       f"and the scene's NAME{OUTPUTS[key]})",
+                                       "run `sandwatch predict` on its scene, or evaluate with --checkpoint")
+        out[obs_id] = found
+    return out
