@@ -41,9 +41,10 @@ from sandwatch.imagery.scene import (
     LEVELS,
     SCL_RESAMPLING,
     Scene,
+    as_scene,
     open_scene,
 )
 from sandwatch.imagery.sources import BandFile, StacAccess, date_from_text, set_stac_access
 
-__all__ = ["Scene", "open_scene", "BandFile", "StacAccess", "date_from_text", "set_stac_access", "LEVELS",
+__all__ = ["Scene", "as_scene", "open_scene", "BandFile", "StacAccess", "date_from_text", "set_stac_access", "LEVELS",
            "BAND_RESAMPLING", "SCL_RESAMPLING", "DEFAULT_SAMPLE"]

@@ -359,3 +359,10 @@ def open_scene(source, bands=None, level: str | None = None, offset: float | Non
         source = str(Path(source).expanduser())
     access = stac_access(allow_outside, allow_remote)
     return Scene(find_parts(source, bands, access), level=level, offset=offset)
+
+
+def as_scene(scene) -> Scene:
+    """A Scene as is; a path, URL or STAC item opened with :func:`open_scene`."""
+    if hasattr(scene, "read") and hasattr(scene, "grid"):
+        return scene
+    return open_scene(str(scene))

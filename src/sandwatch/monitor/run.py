@@ -204,7 +204,7 @@ def _monitor_locked(checkpoint, site, aoi, scenes, out_dir: Path, *, db, config:
     from tqdm.auto import tqdm
 
     from sandwatch.predict import as_predictor, predict_scene
-    from sandwatch.predict.core import as_scene
+    from sandwatch.imagery import as_scene
 
     history = History(db if db is not None else out_dir / DB_NAME)
     try:

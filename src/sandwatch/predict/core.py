@@ -21,6 +21,7 @@ import numpy as np
 from sandwatch.aoi.resolve import resolve_aoi
 from sandwatch.errors import SandwatchError
 from sandwatch.grid import Grid, Window
+from sandwatch.imagery import as_scene
 from sandwatch.predict.lock import RunLock, RunLockWarning, describe
 from sandwatch.predict.naming import POLYGON_OUTPUTS, lock_path, output_paths, scene_name
 from sandwatch.predict.polygons import polygonize, write_polygons
@@ -188,15 +189,6 @@ def as_predictor(checkpoint, *, device=None, bf16: bool = False) -> Predictor:
 
 
 # ---- scenes and AOIs ------------------------------------------------------------------------------
-def as_scene(scene):
-    """A Scene as is; a path or URL opened with :func:`sandwatch.imagery.open_scene`."""
-    if hasattr(scene, "read") and hasattr(scene, "grid"):
-        return scene
-    from sandwatch.imagery import open_scene
-
-    return open_scene(str(scene))
-
-
 def aoi_filter(geom, grid: Grid) -> Callable[[Window], bool] | None:
     """``include(keep)``: True when a window's interior touches ``geom`` (None: everything)."""
     if geom is None:

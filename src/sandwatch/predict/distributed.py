@@ -31,8 +31,9 @@ from pathlib import Path
 from sandwatch.aoi.resolve import resolve_aoi
 from sandwatch.errors import SandwatchError
 from sandwatch.grid import Grid, Window
+from sandwatch.imagery import as_scene
 from sandwatch.predict.core import (
-    PredictionResult, Predictor, _predict_rasters, aoi_filter, as_predictor, as_scene,
+    PredictionResult, Predictor, _predict_rasters, aoi_filter, as_predictor,
     predict_scene,
 )
 from sandwatch.predict.naming import output_paths, scene_name, unique_names
