@@ -32,6 +32,7 @@ Examples:
   sandwatch predict best.ckpt S2A_*.SAFE -o maps/ --aoi auto          # near water only
   sandwatch predict best.ckpt site/rgb.tif -o maps/ --aoi site/rivers.geojson
   sandwatch predict best.ckpt scenes/*.tif -o maps/ --scheduler tcp://10.0.0.5:8786
+  sandwatch predict best.ckpt scenes/*.tif -o maps/ --config predict.yaml --tta   # YAML, then options
 """
 
 
@@ -40,6 +41,9 @@ Examples:
 @click.argument("scenes", nargs=-1, required=True)
 @click.option("-o", "--out-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for the outputs (created if missing).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="PREDICT.yaml", help="Settings (edge, threshold, batch_size, blend, dtype, tta, aoi_buffer_m, "
+                                           "...: the fields of PredictConfig) from a YAML file; options given here win.")
 @click.option("--edge", type=int, default=EDGE_PX, show_default=True,
               help="Pixels discarded on each side of every window.")
 @click.option("--aoi", default="none", show_default=True, metavar="auto|FILE|none",
@@ -67,11 +71,22 @@ Examples:
               help="Let STAC items' assets be read from HOST over http(s) (repeat, or comma-separate; '*' any).")
 @click.option("--overwrite", is_flag=True, help="Recompute scenes whose outputs exist.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def predict(checkpoint, scenes, out_dir, edge, aoi, aoi_buffer, threshold, batch_size, blend, dtype, scheduler,
-            band_rows, device, bf16, tta, allow_outside, allow_remote, overwrite, quiet):
+@click.pass_context
+def predict(ctx, checkpoint, scenes, out_dir, config_file, edge, aoi, aoi_buffer, threshold, batch_size, blend, dtype,
+            scheduler, band_rows, device, bf16, tta, allow_outside, allow_remote, overwrite, quiet):
     from sandwatch.imagery import set_stac_access
     from sandwatch.models.checkpoint import Checkpoint
-    from sandwatch.predict import predict_scenes
+    from sandwatch.predict import PredictConfig, predict_scenes
+
+    given = dict(edge=edge, aoi_buffer_m=aoi_buffer, threshold=threshold, batch_size=batch_size, blend=blend,
+                 dtype=dtype, overwrite=overwrite, device=device, bf16=bf16, tta=tta, progress=not quiet)
+    if config_file is None:
+        config = PredictConfig(**given)
+    else:    # the file, then the options given on the command line
+        option = {"aoi_buffer_m": "aoi_buffer", "progress": "quiet"}
+        config = PredictConfig.from_yaml(config_file, **{
+            k: v for k, v in given.items()
+            if ctx.get_parameter_source(option.get(k, k)) is not click.core.ParameterSource.DEFAULT})
 
     set_stac_access(allow_outside, [h.strip() for item in allow_remote for h in item.split(",") if h.strip()])
     ckpt = Checkpoint.load(checkpoint)   # validated: a bad file stops here, before any output
@@ -80,10 +95,8 @@ def predict(checkpoint, scenes, out_dir, edge, aoi, aoi_buffer, threshold, batch
 
         ensure_writable_dir(out_dir)   # before predicting, not after
     aoi_arg = aoi if aoi.lower() in ("auto", "none") else Path(aoi)
-    results = predict_scenes(ckpt, list(scenes), out_dir, scheduler=None if scheduler == "local" else scheduler,
-                             edge=edge, aoi=aoi_arg, aoi_buffer_m=aoi_buffer, threshold=threshold,
-                             batch_size=batch_size, blend=blend, dtype=dtype, overwrite=overwrite, device=device,
-                             bf16=bf16, tta=tta, progress=not quiet, band_rows=band_rows)
+    results = predict_scenes(ckpt, list(scenes), out_dir, config, aoi=aoi_arg,
+                             scheduler=None if scheduler == "local" else scheduler, band_rows=band_rows)
     for res in results:
         s = res.stats
         if res.skipped:

@@ -16,6 +16,7 @@ folder (:mod:`sandwatch.predict.lock`).
 from sandwatch.predict.core import (
     PredictionResult, Predictor, TorchForward, aoi_filter, as_predictor, predict_scene, with_tta,
 )
+from sandwatch.predict.config import PredictConfig, predict_config
 from sandwatch.predict.distributed import band_regions, predict_scenes, submit_scene_bands
 from sandwatch.predict.naming import OUTPUTS, output_paths, prediction_names, scene_name, unique_names
 from sandwatch.predict.lock import RunLock, RunLockWarning
@@ -33,7 +34,7 @@ from sandwatch.predict.writer import (
 __all__ = [
     "D4", "d4_apply", "d4_invert", "tta_numpy", "with_tta",
     "RunLock", "RunLockWarning",
-    "OUTPUTS", "PredictionResult", "Predictor", "StreamingCOGWriter", "TorchForward", "aoi_filter", "as_predictor",
+    "OUTPUTS", "PredictConfig", "PredictionResult", "predict_config", "Predictor", "StreamingCOGWriter", "TorchForward", "aoi_filter", "as_predictor",
     "band_regions", "submit_scene_bands",
     "blend_weights", "check_window_edge", "decode_probability", "default_margin", "encode_mask",
     "encode_probability", "output_paths", "polygonize", "predict_scene", "predict_scenes", "reflect_indices",

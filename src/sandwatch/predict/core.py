@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from sandwatch.aoi.resolve import resolve_aoi
-from sandwatch.errors import SandwatchError
 from sandwatch.grid import Grid, Window
 from sandwatch.imagery import as_scene
+from sandwatch.predict.config import PredictConfig, predict_config
 from sandwatch.predict.lock import RunLock, RunLockWarning, describe
 from sandwatch.predict.naming import POLYGON_OUTPUTS, lock_path, output_paths, scene_name
 from sandwatch.predict.polygons import polygonize, write_polygons
@@ -29,14 +29,13 @@ from sandwatch.predict.resume import (
     Progress, checkpoint_fingerprint, discard_progress, geometry_id, load_progress, normalization_id, progress_path,
     scene_id,
 )
-from sandwatch.predict.tiling import BLENDS, tiled_inference
+from sandwatch.predict.tiling import tiled_inference
 from sandwatch.predict.tta import D4, tta_numpy
 from sandwatch.predict.windows import check_window_edge
 from sandwatch.predict.writer import (
-    MASK_NODATA, PROB_DTYPES, UINT8_SCALE, StreamingCOGWriter, encode_mask, encode_probability, probability_nodata,
+    MASK_NODATA, UINT8_SCALE, StreamingCOGWriter, encode_mask, encode_probability, probability_nodata,
     writing_together,
 )
-from sandwatch.published import AOI_BUFFER_M, EDGE_PX
 
 # ---- the model as a batch function ------------------------------------------------------------
 class TorchForward:
@@ -316,13 +315,12 @@ def resume_key(pred: "Predictor", scene, grid: Grid, geom, *, edge: int, thresho
 
 
 # ---- the stage ------------------------------------------------------------------------------------
-def predict_scene(checkpoint, scene, out_dir: str | os.PathLike, *, edge: int = EDGE_PX, aoi=None,
-                  threshold: float | None = None, batch_size: int = 8, blend: str = "none",
-                  dtype: str = "uint8", overwrite: bool = False, device=None, bf16: bool = False,
-                  progress: bool = True, name: str | None = None, aoi_buffer_m: float = AOI_BUFFER_M,
-                  strip_windows: int = 8, gdal_cache_mb: int | None = 32, tta: bool = False,
-                  stats_aoi=None, wait: bool = True) -> PredictionResult:
+def predict_scene(checkpoint, scene, out_dir: str | os.PathLike, config: PredictConfig | None = None, *,
+                  aoi=None, stats_aoi=None, name: str | None = None, **settings) -> PredictionResult:
     """Map mining probability on one scene with a checkpoint.
+
+    How is :class:`~sandwatch.predict.config.PredictConfig` (``config``; its fields may also be
+    given as keywords, which override it: ``predict_scene(ck, scene, out, edge=8, tta=True)``).
 
     Windows of the checkpoint's size slide over the scene with ``edge`` pixels discarded on
     each side (stride ``window - 2 * edge``); the scene's borders are mirrored for context.
@@ -360,29 +358,21 @@ def predict_scene(checkpoint, scene, out_dir: str | os.PathLike, *, edge: int = 
     (GDAL's own default is 5 % of RAM, which alone would let memory grow with the scene);
     None leaves GDAL's setting alone.
     """
-    if gdal_cache_mb is None:
-        env = contextlib.nullcontext()
-    else:
-        import rasterio
-
-        env = rasterio.Env(GDAL_CACHEMAX=int(gdal_cache_mb) * 1024 * 1024)
-    with env:
-        return _predict_scene(checkpoint, scene, out_dir, edge=edge, aoi=aoi, threshold=threshold,
-                              batch_size=batch_size, blend=blend, dtype=dtype, overwrite=overwrite, device=device,
-                              bf16=bf16, progress=progress, name=name, aoi_buffer_m=aoi_buffer_m,
-                              strip_windows=strip_windows, tta=tta, stats_aoi=stats_aoi, wait=wait)
+    cfg = predict_config(config, **settings)
+    with gdal_cache(cfg.gdal_cache_mb):
+        return _predict_scene(checkpoint, scene, out_dir, cfg, aoi=aoi, stats_aoi=stats_aoi, name=name)
 
 
-def _predict_scene(checkpoint, scene, out_dir, *, edge, aoi, threshold, batch_size, blend, dtype, overwrite, device,
-                   bf16, progress, name, aoi_buffer_m, strip_windows, tta, stats_aoi, wait) -> PredictionResult:
-    if dtype not in PROB_DTYPES:
-        raise SandwatchError.about("--dtype", f"unknown probability type {dtype!r}", f"use one of {', '.join(PROB_DTYPES)}")
-    if blend not in BLENDS:
-        raise SandwatchError.about("--blend", f"unknown blend {blend!r}", f"use one of {', '.join(BLENDS)}")
-    if batch_size < 1:
-        raise SandwatchError.about("--batch-size", f"{batch_size} is not a batch size", "use 1 or more")
-    if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
-        raise SandwatchError.about("--threshold", f"{threshold} is not a probability", "use a value between 0 and 1")
+def gdal_cache(mb: int | None):
+    """GDAL's block cache capped at ``mb`` MB while predicting (None: GDAL's own setting)."""
+    if mb is None:
+        return contextlib.nullcontext()
+    import rasterio
+
+    return rasterio.Env(GDAL_CACHEMAX=int(mb) * 1024 * 1024)
+
+
+def _predict_scene(checkpoint, scene, out_dir, cfg: PredictConfig, *, aoi, stats_aoi, name) -> PredictionResult:
     t_start = time.perf_counter()
     scene_obj = as_scene(scene)
     name = name or scene_name(scene_obj)
@@ -394,10 +384,10 @@ def _predict_scene(checkpoint, scene, out_dir, *, edge, aoi, threshold, batch_si
                 all(paths[k].exists() for k in POLYGON_OUTPUTS))
 
     rasters_done, polys_done = done()
-    if not overwrite and rasters_done and polys_done:
+    if not cfg.overwrite and rasters_done and polys_done:
         stats["skipped"] = True
         return PredictionResult(paths, stats)
-    lock = RunLock(lock_path(out_dir, name), f"predicting {name}", wait=wait, on_wait=_warn, on_stale=_warn,
+    lock = RunLock(lock_path(out_dir, name), f"predicting {name}", wait=cfg.wait, on_wait=_warn, on_stale=_warn,
                    fix="wait for that run to finish, or predict into another output folder",
                    target=paths["probability"])
     with lock:
@@ -405,41 +395,39 @@ def _predict_scene(checkpoint, scene, out_dir, *, edge, aoi, threshold, batch_si
             stats["waited_for"] = describe(lock.waited_for)
         # again: another run may have finished the scene between the check above and the lock
         rasters_done, polys_done = done()
-        if rasters_done and polys_done and (not overwrite or lock.waited_for is not None):
+        if rasters_done and polys_done and (not cfg.overwrite or lock.waited_for is not None):
             stats["skipped"] = True           # (after waiting: that run made them just now)
             return PredictionResult(paths, stats)
-        return _predict_locked(checkpoint, scene_obj, paths, stats, t_start, rasters_done=rasters_done,
-                               overwrite=overwrite, edge=edge, aoi=aoi, threshold=threshold, batch_size=batch_size,
-                               blend=blend, dtype=dtype, device=device, bf16=bf16, progress=progress, name=name,
-                               aoi_buffer_m=aoi_buffer_m, strip_windows=strip_windows, tta=tta, stats_aoi=stats_aoi)
+        return _predict_locked(checkpoint, scene_obj, paths, stats, t_start, cfg, rasters_done=rasters_done,
+                               aoi=aoi, stats_aoi=stats_aoi, name=name)
 
 
-def _predict_locked(checkpoint, scene_obj, paths, stats, t_start, *, rasters_done, overwrite, edge, aoi, threshold,
-                    batch_size, blend, dtype, device, bf16, progress, name, aoi_buffer_m, strip_windows, tta,
-                    stats_aoi) -> PredictionResult:
+def _predict_locked(checkpoint, scene_obj, paths, stats, t_start, cfg: PredictConfig, *, rasters_done, aoi,
+                    stats_aoi, name) -> PredictionResult:
     grid: Grid = scene_obj.grid
     date = getattr(scene_obj, "date", None)
-    if not overwrite and rasters_done:
+    edge, tta = cfg.edge, cfg.tta
+    if not cfg.overwrite and rasters_done:
         discard_progress(progress_path(paths["probability"]))   # a run killed after its COGs
         _remove_stale_partials(paths)
     else:
-        pred = as_predictor(checkpoint, device=device, bf16=bf16)
-        thr = pred.threshold if threshold is None else float(threshold)
+        pred = as_predictor(checkpoint, device=cfg.device, bf16=cfg.bf16)
+        thr = pred.threshold if cfg.threshold is None else float(cfg.threshold)
         check_window_edge(pred.window, edge)
-        geom = resolve_aoi(aoi, scene_obj, buffer_m=aoi_buffer_m)
+        geom = resolve_aoi(aoi, scene_obj, buffer_m=cfg.aoi_buffer_m)
         if geom is not None:
             stats["aoi_fraction"] = _aoi_fraction(geom, grid)
         if pred.per_scene_k:
             pred = scene_normalized(pred, scene_obj, geom if stats_aoi is None else
-                                    resolve_aoi(stats_aoi, scene_obj, buffer_m=aoi_buffer_m))
-        key = resume_key(pred, scene_obj, grid, geom, edge=edge, threshold=thr, blend=blend, dtype=dtype,
-                         batch_size=batch_size, tta=tta)
+                                    resolve_aoi(stats_aoi, scene_obj, buffer_m=cfg.aoi_buffer_m))
+        key = resume_key(pred, scene_obj, grid, geom, edge=edge, threshold=thr, blend=cfg.blend, dtype=cfg.dtype,
+                         batch_size=cfg.batch_size, tta=tta)
         if key is None:              # nothing to resume with: clear what killed runs left
             discard_progress(progress_path(paths["probability"]))
             _remove_stale_partials(paths)
         _predict_rasters(pred, scene_obj, grid, paths, edge=edge, include=aoi_filter(geom, grid), threshold=thr,
-                         batch_size=batch_size, blend=blend, dtype=dtype, progress=progress, stats=stats,
-                         date=date, strip_windows=strip_windows, tta=tta, resume=key)
+                         batch_size=cfg.batch_size, blend=cfg.blend, dtype=cfg.dtype, progress=cfg.progress,
+                         stats=stats, date=date, strip_windows=cfg.strip_windows, tta=tta, resume=key)
         stats["threshold"] = thr
         stats["temperature"] = float(pred.temperature)
         stats["tta"] = bool(tta)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,32 +33,32 @@ from sandwatch.aoi.resolve import resolve_aoi
 from sandwatch.errors import SandwatchError
 from sandwatch.grid import Grid, Window
 from sandwatch.imagery import as_scene
+from sandwatch.predict.config import PredictConfig, predict_config
 from sandwatch.predict.core import (
-    PredictionResult, Predictor, _predict_rasters, aoi_filter, as_predictor,
-    predict_scene,
+    PredictionResult, Predictor, _predict_rasters, aoi_filter, as_predictor, gdal_cache, predict_scene,
 )
 from sandwatch.predict.naming import output_paths, scene_name, unique_names
 from sandwatch.predict.polygons import polygonize, write_polygons
 from sandwatch.predict.windows import check_window_edge
 from sandwatch.predict.writer import MASK_NODATA, StreamingCOGWriter, writing_together
-from sandwatch.published import AOI_BUFFER_M, EDGE_PX
 
 
-def _task(checkpoint, scene, out_dir, name, kwargs) -> PredictionResult:
-    return predict_scene(checkpoint, scene, out_dir, name=name, **kwargs)
+def _task(checkpoint, scene, out_dir, name, cfg: PredictConfig, aoi) -> PredictionResult:
+    return predict_scene(checkpoint, scene, out_dir, cfg, aoi=aoi, name=name)
 
 
-def predict_scenes(checkpoint, scenes: Sequence, out_dir: str | os.PathLike, *, scheduler=None,
-                   band_rows: int | None = None, tta: bool = False, **kwargs) -> list[PredictionResult]:
-    """Predict many scenes (see the module doc for ``scheduler`` and ``band_rows``); ``tta``
-    and other keywords go to :func:`~sandwatch.predict.predict_scene`. Results come back in
-    the order of ``scenes``."""
-    kwargs["tta"] = bool(tta)
+def predict_scenes(checkpoint, scenes: Sequence, out_dir: str | os.PathLike, config: PredictConfig | None = None, *,
+                   aoi=None, scheduler=None, band_rows: int | None = None, **settings) -> list[PredictionResult]:
+    """Predict many scenes (see the module doc for ``scheduler`` and ``band_rows``) with
+    ``config`` (:class:`~sandwatch.predict.config.PredictConfig`; keywords override its fields),
+    each as :func:`~sandwatch.predict.predict_scene` does. Results come back in the order of
+    ``scenes``."""
+    cfg = predict_config(config, **settings)
     scenes = list(scenes)
     names = unique_names(scenes)
     if scheduler is None or scheduler == "local":
-        pred = as_predictor(checkpoint, device=kwargs.pop("device", None), bf16=kwargs.pop("bf16", False))
-        return [predict_scene(pred, s, out_dir, name=n, **kwargs) for s, n in zip(scenes, names)]
+        pred = as_predictor(checkpoint, device=cfg.device, bf16=cfg.bf16)
+        return [predict_scene(pred, s, out_dir, cfg, aoi=aoi, name=n) for s, n in zip(scenes, names)]
 
     from distributed import Client
 
@@ -72,13 +73,13 @@ def predict_scenes(checkpoint, scenes: Sequence, out_dir: str | os.PathLike, *, 
                                        "start one with `dask-scheduler` and `dask-worker ADDRESS`, or use --scheduler local") from None
         own = True
     try:
-        kwargs = dict(kwargs, progress=False)
+        cfg = cfg.replace(progress=False)
         if band_rows:
-            futures = [submit_scene_bands(client, checkpoint, s, out_dir, name=n, band_rows=band_rows, **kwargs)
+            futures = [submit_scene_bands(client, checkpoint, s, out_dir, cfg, aoi=aoi, name=n, band_rows=band_rows)
                        for s, n in zip(scenes, names)]
             return client.gather(futures)
         futures = [client.submit(_task, checkpoint, str(s) if isinstance(s, os.PathLike) else s, str(out_dir), n,
-                                 kwargs, pure=False, key=f"sandwatch-predict-{n}")
+                                 cfg, aoi, pure=False, key=f"sandwatch-predict-{n}")
                    for s, n in zip(scenes, names)]
         return client.gather(futures)
     finally:
@@ -105,52 +106,54 @@ def _meta(checkpoint) -> tuple[int, float, float]:
     return ck.window, ck.threshold, ck.temperature
 
 
-def _gdal_env(opts: dict):
-    import contextlib
+@dataclass(frozen=True)
+class _BandJob:
+    """What every band task of one scene shares: the settings, and what was resolved once."""
 
-    import rasterio
+    cfg: PredictConfig
+    aoi: object            # geometry or None
+    threshold: float
+    temperature: float
 
-    mb = opts.get("gdal_cache_mb")
-    return contextlib.nullcontext() if mb is None else rasterio.Env(GDAL_CACHEMAX=int(mb) * 1024 * 1024)
 
-
-def _band_task(checkpoint, scene, region: Window, part: dict, opts: dict) -> dict:
+def _band_task(checkpoint, scene, region: Window, part: dict, job: _BandJob) -> dict:
     t0 = time.perf_counter()
-    with _gdal_env(opts):
-        stats = _band_task_inner(checkpoint, scene, region, part, opts)
+    with gdal_cache(job.cfg.gdal_cache_mb):
+        stats = _band_task_inner(checkpoint, scene, region, part, job)
     stats["seconds"] = time.perf_counter() - t0
     return stats
 
 
-def _band_task_inner(checkpoint, scene, region: Window, part: dict, opts: dict) -> dict:
+def _band_task_inner(checkpoint, scene, region: Window, part: dict, job: _BandJob) -> dict:
     if all(Path(p).exists() for p in part.values()):
         return {"windows": 0, "skipped_windows": 0, "reused": 1}
+    cfg = job.cfg
     scene_obj = as_scene(scene)
-    pred = as_predictor(checkpoint, device=opts["device"], bf16=opts["bf16"])
+    pred = as_predictor(checkpoint, device=cfg.device, bf16=cfg.bf16)
     stats: dict = {}
-    _predict_rasters(pred, scene_obj, scene_obj.grid, part, edge=opts["edge"],
-                     include=aoi_filter(opts["aoi"], scene_obj.grid), threshold=opts["threshold"],
-                     batch_size=opts["batch_size"], blend=opts["blend"], dtype=opts["dtype"], progress=False,
-                     stats=stats, date=getattr(scene_obj, "date", None), strip_windows=opts["strip_windows"],
-                     region=region, cog=False, tta=opts.get("tta", False))
+    _predict_rasters(pred, scene_obj, scene_obj.grid, part, edge=cfg.edge,
+                     include=aoi_filter(job.aoi, scene_obj.grid), threshold=job.threshold,
+                     batch_size=cfg.batch_size, blend=cfg.blend, dtype=cfg.dtype, progress=False,
+                     stats=stats, date=getattr(scene_obj, "date", None), strip_windows=cfg.strip_windows,
+                     region=region, cog=False, tta=cfg.tta)
     return stats
 
 
-def _assemble_task(grid: Grid, regions: list[Window], parts: list[dict], paths: dict, name: str, date, opts: dict,
+def _assemble_task(grid: Grid, regions: list[Window], parts: list[dict], paths: dict, name: str, date, job: _BandJob,
                    *band_stats) -> PredictionResult:
     t0 = time.perf_counter()
-    with _gdal_env(opts):
-        res = _assemble_inner(grid, regions, parts, paths, name, date, opts, *band_stats)
+    with gdal_cache(job.cfg.gdal_cache_mb):
+        res = _assemble_inner(grid, regions, parts, paths, name, date, job, *band_stats)
     # summed time of all this scene's tasks (not wall time: bands run in parallel)
     res.stats["seconds"] = time.perf_counter() - t0 + sum(s.get("seconds", 0.0) for s in band_stats)
     return res
 
 
-def _assemble_inner(grid: Grid, regions: list[Window], parts: list[dict], paths: dict, name: str, date, opts: dict,
+def _assemble_inner(grid: Grid, regions: list[Window], parts: list[dict], paths: dict, name: str, date, job: _BandJob,
                     *band_stats) -> PredictionResult:
     import rasterio
 
-    dtype = opts["dtype"]
+    dtype = job.cfg.dtype
     with rasterio.open(parts[0]["probability"]) as ds:
         tags, scale, offset, nodata = ds.tags(), ds.scales[0], ds.offsets[0], ds.nodata
     tags.pop("AREA_OR_POINT", None)
@@ -159,7 +162,7 @@ def _assemble_inner(grid: Grid, regions: list[Window], parts: list[dict], paths:
             StreamingCOGWriter(paths["probability"], grid, dtype, nodata, resampling="average", tags=tags,
                                description="mining probability", **extra),
             StreamingCOGWriter(paths["mask"], grid, "uint8", MASK_NODATA, resampling="nearest", tags=tags,
-                               description=f"mining (probability >= {opts['threshold']})")) as (pw, mw):
+                               description=f"mining (probability >= {job.threshold})")) as (pw, mw):
         for region, part in zip(regions, parts):
             for key, writer in (("probability", pw), ("mask", mw)):
                 with rasterio.open(part[key]) as src:
@@ -175,45 +178,41 @@ def _assemble_inner(grid: Grid, regions: list[Window], parts: list[dict], paths:
              "skipped_windows": sum(s.get("skipped_windows", 0) for s in band_stats),
              "mine_pixels": sum(s.get("mine_pixels", 0) for s in band_stats),
              "reused_bands": sum(s.get("reused", 0) for s in band_stats),
-             "pixels": grid.width * grid.height, "threshold": opts["threshold"],
-             "temperature": opts.get("temperature", 1.0), "tta": bool(opts.get("tta"))}
+             "pixels": grid.width * grid.height, "threshold": job.threshold,
+             "temperature": job.temperature, "tta": job.cfg.tta}
     return PredictionResult({k: Path(v) for k, v in paths.items()}, stats)
 
 
-def submit_scene_bands(client, checkpoint, scene, out_dir, *, name: str | None = None, band_rows: int = 2000,
-                       edge: int = EDGE_PX, aoi=None, threshold: float | None = None, batch_size: int = 8,
-                       blend: str = "none", dtype: str = "uint8", overwrite: bool = False, device=None,
-                       bf16: bool = False, progress: bool = False, aoi_buffer_m: float = AOI_BUFFER_M,
-                       strip_windows: int = 8, gdal_cache_mb: int | None = 32, tta: bool = False):
+def submit_scene_bands(client, checkpoint, scene, out_dir, config: PredictConfig | None = None, *,
+                       aoi=None, name: str | None = None, band_rows: int = 2000, **settings):
     """Submit one scene as row-band tasks plus a stitching task; returns the future of its
     :class:`~sandwatch.predict.PredictionResult` (same outputs as :func:`predict_scene`).
 
     The AOI is resolved once here (``"auto"`` reads the scene's water index in this process)
     and shipped to the band tasks as a geometry.
     """
+    cfg = predict_config(config, **settings)
+    edge, threshold = cfg.edge, cfg.threshold
     scene_obj = as_scene(scene)
     name = name or scene_name(scene_obj)
     paths = output_paths(out_dir, name)
-    if not overwrite and all(p.exists() for p in paths.values()):
+    if not cfg.overwrite and all(p.exists() for p in paths.values()):
         return client.submit(lambda: PredictionResult(paths, {"name": name, "skipped": True}), pure=False)
     window, ck_threshold, temperature = _meta(checkpoint)
     grid = scene_obj.grid
     regions = band_regions(grid.shape, window, edge, band_rows)
     part_dir = Path(out_dir) / f".{name}.parts"
-    if overwrite:
+    if cfg.overwrite:
         shutil.rmtree(part_dir, ignore_errors=True)
     part_dir.mkdir(parents=True, exist_ok=True)
-    geom = resolve_aoi(aoi, scene_obj, buffer_m=aoi_buffer_m)
-    opts = {"edge": edge, "aoi": geom, "threshold": ck_threshold if threshold is None else float(threshold),
-            "batch_size": batch_size, "blend": blend, "dtype": dtype, "device": device, "bf16": bf16,
-            "strip_windows": strip_windows, "gdal_cache_mb": gdal_cache_mb, "tta": bool(tta),
-            "temperature": float(temperature)}
+    geom = resolve_aoi(aoi, scene_obj, buffer_m=cfg.aoi_buffer_m)
+    job = _BandJob(cfg, geom, ck_threshold if threshold is None else float(threshold), float(temperature))
     parts = [{"probability": str(part_dir / f"rows{r.row:06d}-{r.row_stop:06d}.prob.tif"),
               "mask": str(part_dir / f"rows{r.row:06d}-{r.row_stop:06d}.mask.tif")} for r in regions]
     scene_arg = str(scene) if isinstance(scene, os.PathLike) else scene
-    bands = [client.submit(_band_task, checkpoint, scene_arg, r, part, opts, pure=False,
+    bands = [client.submit(_band_task, checkpoint, scene_arg, r, part, job, pure=False,
                            key=f"sandwatch-band-{name}-{r.row}") for r, part in zip(regions, parts)]
     str_paths = {k: str(v) for k, v in paths.items()}
-    out = client.submit(_assemble_task, grid, regions, parts, str_paths, name, getattr(scene_obj, "date", None), opts,
+    out = client.submit(_assemble_task, grid, regions, parts, str_paths, name, getattr(scene_obj, "date", None), job,
                         *bands, pure=False, key=f"sandwatch-assemble-{name}")
     return out
