@@ -57,3 +57,30 @@ def write_tif(path, grid: Grid, data=None, dtype="uint8", descriptions=None):
         for i, d in enumerate(descriptions or []):
             ds.set_band_description(i + 1, d)
     return path
+
+
+# ---- real-data accounting: say how many ran; data present but tests skipped is a failure ----------
+_REALDATA: dict[str, list[str]] = {"passed": [], "failed": [], "skipped": []}
+
+
+def pytest_runtest_logreport(report):
+    if "realdata" not in report.keywords:
+        return
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        _REALDATA[report.outcome].append(f"{report.nodeid}: {report.longrepr[-1] if report.skipped else ''}")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if SHARED_DATA.exists() and _REALDATA["skipped"] and exitstatus == 0:
+        session.exitstatus = 1      # the data is here: a skipped real-data test hides a broken path or setup
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    n = {k: len(v) for k, v in _REALDATA.items()}
+    where = "present" if SHARED_DATA.exists() else "absent"
+    terminalreporter.write_line(f"real-data tests ({SHARED_DATA} {where}): {n['passed']} passed, "
+                                f"{n['failed']} failed, {n['skipped']} skipped")
+    if SHARED_DATA.exists() and n["skipped"]:
+        terminalreporter.write_line("real data is present but these real-data tests skipped (the run fails):", red=True)
+        for line in _REALDATA["skipped"]:
+            terminalreporter.write_line(f"  {line}", red=True)

@@ -117,7 +117,6 @@ def synthetic(tmp_path):
 
 
 def test_stats_exact_counts_on_synthetic_manifest(synthetic):
-    pytest.importorskip("sandwatch.aoi", reason="sandwatch.aoi not written yet")
     m = load_manifest(synthetic)
     s = dataset_stats(m, progress=False, block=32)   # many blocks, partial ones at the edges
     a1, a2, b1 = s.observations
@@ -137,7 +136,6 @@ def test_stats_exact_counts_on_synthetic_manifest(synthetic):
 
 
 def test_cli_stats_json_and_table(synthetic, capsys):
-    pytest.importorskip("sandwatch.aoi", reason="sandwatch.aoi not written yet")
     assert main(["dataset", "stats", str(synthetic), "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["images"] == 3 and d["mine_pixels"] == 250 and d["aoi_pixels"] == 3000
@@ -148,7 +146,6 @@ def test_cli_stats_json_and_table(synthetic, capsys):
 
 # ---- real data ----------------------------------------------------------------------------
 def test_stats_on_real_indian_observations(tmp_path):
-    pytest.importorskip("sandwatch.aoi", reason="sandwatch.aoi not written yet")
     root = shared_path("india-sandmining")
     obs = []
     for name in ("bhargavi-khordha-2018-12", "wainganga-gondiya-2023-05"):
