@@ -361,7 +361,7 @@ def test_per_scene_normalisation_reaches_predict_in_its_region(tmp_path):
 
     from sandwatch.bands import Normalization
     from sandwatch.imagery import open_scene
-    from sandwatch.predict.core import Predictor, scene_normalized
+    from sandwatch.predict import Predictor, scene_normalized
     from sandwatch.scenestats import scene_statistics
 
     g = make_utm_grid(120, 80)

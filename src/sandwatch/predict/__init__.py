@@ -13,9 +13,8 @@ row block (:mod:`sandwatch.predict.resume`) and one run at a time predicts a sce
 folder (:mod:`sandwatch.predict.lock`).
 """
 
-from sandwatch.predict.core import (
-    PredictionResult, Predictor, TorchForward, aoi_filter, as_predictor, predict_scene, with_tta,
-)
+from sandwatch.predict.core import PredictionResult, aoi_filter, predict_scene
+from sandwatch.predict.predictor import Predictor, TorchForward, as_predictor, scene_normalized, with_tta
 from sandwatch.predict.config import PredictConfig, predict_config
 from sandwatch.predict.distributed import band_regions, predict_scenes, submit_scene_bands
 from sandwatch.predict.naming import OUTPUTS, output_paths, prediction_names, scene_name, unique_names
@@ -37,7 +36,7 @@ __all__ = [
     "OUTPUTS", "PredictConfig", "PredictionResult", "predict_config", "Predictor", "StreamingCOGWriter", "TorchForward", "aoi_filter", "as_predictor",
     "band_regions", "submit_scene_bands",
     "blend_weights", "check_window_edge", "decode_probability", "default_margin", "encode_mask",
-    "encode_probability", "output_paths", "polygonize", "predict_scene", "predict_scenes", "reflect_indices",
+    "encode_probability", "output_paths", "polygonize", "predict_scene", "predict_scenes", "scene_normalized", "reflect_indices",
     "prediction_names", "reflect_read", "scene_name", "select_windows", "taper_1d", "tiled_inference", "unique_names",
     "validate_cog", "window_grid", "window_rows", "write_cog", "write_polygons",
 ]

@@ -8,7 +8,7 @@ the training windows, at 8 times the forward time.
 
 The transforms act on the last two axes, so one definition serves inputs (N, C, H, W) and
 outputs (N, H, W). Windows are square, so every transform keeps the shape. Nothing here
-touches torch: :class:`~sandwatch.predict.core.TorchForward` runs the same 8 transforms in
+touches torch: :class:`~sandwatch.predict.predictor.TorchForward` runs the same 8 transforms in
 torch on its device.
 """
 
