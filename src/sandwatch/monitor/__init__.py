@@ -17,8 +17,9 @@ from sandwatch.monitor.clouds import (CLOUD_TESTS, SCL_NOT_OBSERVED, L1CCloudTes
                                       scl_not_observed)
 from sandwatch.monitor.history import History, database_url
 from sandwatch.monitor.report import SiteSummary, format_report, open_alerts, site_report
-from sandwatch.monitor.run import (DB_NAME, MonitorConfig, MonitorResult, monitor_site,
-                                   plot_series, read_observation_raster, scene_fingerprint, write_outputs)
+from sandwatch.monitor.outputs import plot_series, write_outputs
+from sandwatch.monitor.run import (DB_NAME, MonitorConfig, MonitorResult, monitor_site, read_observation_raster,
+                                   scene_fingerprint)
 from sandwatch.monitor.series import (ALERT_KINDS, AlertConfig, AlertEvent, AlertTracker, DateFigures, date_figures,
                                       trend)
 
