@@ -22,7 +22,7 @@ import shapely
 
 from sandwatch.aoi import (WaterOptions, WaterReport, aoi_area_m2, aoi_from_rivers, aoi_from_water,
                            clean_water_mask, otsu_threshold, rasterize_aoi, water_mask_from_scene)
-from sandwatch.aoi.core import index_histogram
+from sandwatch.aoi.water import index_histogram
 from sandwatch.cli.main import main
 from sandwatch.grid import Grid
 from conftest import shared_path

@@ -12,7 +12,7 @@ from affine import Affine
 from shapely.geometry import box
 
 from conftest import make_utm_grid, write_tif
-from sandwatch.aoi.core import vectorize_mask
+from sandwatch.aoi.water import vectorize_mask
 from sandwatch.monitor.run import _write_date_polygons
 from sandwatch.monitor.series import date_figures
 from sandwatch.predict.polygons import polygonize

@@ -7,24 +7,26 @@
 """
 
 from sandwatch.aoi.core import (
-    WaterOptions,
-    WaterReport,
     aoi_area_m2,
     aoi_for_observation,
     aoi_from_file,
     aoi_from_rivers,
-    aoi_from_water,
     buffer_on_grid,
-    clean_water_mask,
     rasterize_aoi,
     require_aoi,
+    write_aoi,
+)
+from sandwatch.aoi.resolve import resolve_aoi
+from sandwatch.aoi.water import (
+    WaterOptions,
+    WaterReport,
+    aoi_from_water,
+    clean_water_mask,
     otsu_threshold,
     vectorize_mask,
     water_index,
     water_mask_from_scene,
-    write_aoi,
 )
-from sandwatch.aoi.resolve import resolve_aoi
 
 __all__ = [
     "WaterOptions", "WaterReport", "otsu_threshold", "aoi_area_m2", "aoi_for_observation", "aoi_from_file", "aoi_from_rivers", "aoi_from_water",

@@ -32,7 +32,8 @@ def resolve_aoi(aoi, scene, *, buffer_m: float = AOI_BUFFER_M, required: bool = 
     ``scene`` is a Scene (a :class:`~sandwatch.grid.Grid` is enough unless the water index is
     needed). An empty result is a :class:`SandwatchError` naming the source and the fix.
     """
-    from sandwatch.aoi.core import aoi_for_observation, aoi_from_rivers, aoi_from_water
+    from sandwatch.aoi.core import aoi_for_observation, aoi_from_rivers
+    from sandwatch.aoi.water import aoi_from_water
 
     grid = getattr(scene, "grid", scene)
     other = "" if required else ", or --aoi none"
