@@ -11,7 +11,7 @@
 3. a STAC item JSON, local or http(s); assets named ``B02``/``blue``/``coastal``/``scl`` ...,
    hrefs local or http(s) (read through GDAL's /vsicurl/ with range requests), relative hrefs
    resolved against the item's own location (not its ``self`` link). Hrefs are *contained*
-   (:class:`~sandwatch.imagery.sources.StacAccess`): relative ones stay inside the item's
+   (:class:`~sandwatch.imagery.stac.StacAccess`): relative ones stay inside the item's
    folder, a local item reads its assets from beside it (an http href whose file lies beside
    the item is read there, offline) and uses the network only for hosts allowed with
    ``allow_remote``; a remote item reads from its own host only. A band folder with one STAC
@@ -44,7 +44,8 @@ from sandwatch.imagery.scene import (
     as_scene,
     open_scene,
 )
-from sandwatch.imagery.sources import BandFile, StacAccess, date_from_text, set_stac_access
+from sandwatch.imagery.sources import BandFile, date_from_text
+from sandwatch.imagery.stac import StacAccess, set_stac_access
 
 __all__ = ["Scene", "as_scene", "open_scene", "BandFile", "StacAccess", "date_from_text", "set_stac_access", "LEVELS",
            "BAND_RESAMPLING", "SCL_RESAMPLING", "DEFAULT_SAMPLE"]

@@ -21,7 +21,8 @@ from rasterio.vrt import WarpedVRT
 from sandwatch.bands import match_bands, parse_band_list
 from sandwatch.errors import SandwatchError
 from sandwatch.grid import Grid, Window
-from sandwatch.imagery.sources import REMOTE_GDAL_ENV, BandFile, SceneParts, find_parts, stac_access
+from sandwatch.imagery.sources import REMOTE_GDAL_ENV, BandFile, SceneParts, find_parts
+from sandwatch.imagery.stac import stac_access
 
 LEVELS = ("L1C", "L2A", "RGB", "unknown")
 #: Resampling used to put coarser reflectance bands (20 m, 60 m) on the 10 m grid.
@@ -345,8 +346,8 @@ def open_scene(source, bands=None, level: str | None = None, offset: float | Non
     /``"RGB"``; ``offset`` forces the DN offset (1000 for raw processing-baseline-04 DNs).
     ``allow_outside`` / ``allow_remote`` (hosts, ``"*"`` any): what a STAC item's asset hrefs
     may reach beyond its own folder and host (see
-    :class:`~sandwatch.imagery.sources.StacAccess`; None: the process default, strict unless
-    :func:`~sandwatch.imagery.sources.set_stac_access` said otherwise).
+    :class:`~sandwatch.imagery.stac.StacAccess`; None: the process default, strict unless
+    :func:`~sandwatch.imagery.stac.set_stac_access` said otherwise).
     An already open :class:`Scene` is returned as it is.
     """
     if isinstance(source, Scene):
