@@ -358,6 +358,18 @@ VECTOR_FORMATS: dict[str, VectorFormat] = {
 }
 
 
+def write_feature_collection(path: str | os.PathLike, features: list[dict], *, crs84: bool = False) -> Path:
+    """GeoJSON features (lon/lat, already built as dicts) as a FeatureCollection, atomically;
+    ``crs84`` adds the legacy ``crs`` member naming CRS84 (some older readers want it)."""
+    fc: dict = {"type": "FeatureCollection"}
+    if crs84:
+        fc["crs"] = {"type": "name", "properties": {"name": "urn:ogc:def:crs:OGC:1.3:CRS84"}}
+    fc["features"] = features
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(fc) + "\n")
+    return Path(path)
+
+
 def write_vectors(gdf: gpd.GeoDataFrame, paths: dict[str, str | os.PathLike]) -> list[Path]:
     """Write ``gdf`` once per entry of ``paths`` (key of :data:`VECTOR_FORMATS` -> path), each
     atomically (complete or absent); the paths written, in order."""

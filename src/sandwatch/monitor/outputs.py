@@ -12,13 +12,7 @@ from pathlib import Path
 
 from sandwatch.io import atomic_output
 from sandwatch.monitor.series import AlertConfig
-
-
-def _write_feature_collection(path: Path, features: list[dict]) -> Path:
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps({"type": "FeatureCollection", "features": features}) + "\n")
-    return path
-
+from sandwatch.vectors import write_feature_collection
 
 
 # ---- outputs ----------------------------------------------------------------------------------
@@ -73,7 +67,7 @@ def write_outputs(out_dir: Path, site: str, series: list[dict], alert_rows: list
                                         "growth_ha": round(a["growth_m2"] / 1e4, 4),
                                         "latitude": a["latitude"], "longitude": a["longitude"],
                                         "polygons": _rel(a["polygons"], out_dir)}})
-    _write_feature_collection(paths["alerts_geojson"], features)
+    write_feature_collection(paths["alerts_geojson"], features)
     plot_series(paths["timeseries_png"], site, series, alert_rows, config)
     return paths
 

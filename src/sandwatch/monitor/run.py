@@ -43,11 +43,11 @@ from sandwatch.grid import Grid, Window
 from sandwatch.io import atomic_output
 from sandwatch.monitor.clouds import CLOUD_TESTS, L1CCloudTest, observed_mask
 from sandwatch.monitor.history import History
-from sandwatch.monitor.outputs import _write_feature_collection, write_outputs
+from sandwatch.monitor.outputs import write_outputs
 from sandwatch.monitor.series import AlertConfig, AlertEvent, AlertTracker, date_figures
 from sandwatch.predict.lock import RunLock, RunLockWarning
 from sandwatch.published import AOI_BUFFER_M, EDGE_PX
-from sandwatch.vectors import area_m2, mask_polygons, to_wgs84
+from sandwatch.vectors import area_m2, mask_polygons, to_wgs84, write_feature_collection
 
 NOT_OBSERVED = 255
 DB_NAME = "history.sqlite"
@@ -342,7 +342,7 @@ def _write_date_polygons(folder: Path, site: str, date: dt.date, h: str, mine: n
         rows.append({"polygon": i, "area_m2": area, "wkt": poly.wkt, "geojson": json.dumps(gj)})
         features.append({"type": "Feature", "geometry": gj,
                          "properties": {"site": site, "date": date.isoformat(), "polygon": i, "area_m2": round(area, 1)}})
-    _write_feature_collection(path, features)
+    write_feature_collection(path, features)
     return path, rows
 
 

@@ -10,7 +10,6 @@ These helpers are public so that other stages' tests can make small scenes with 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -29,7 +28,7 @@ from sandwatch.bands import L1C_BANDS, S2_BANDS
 from sandwatch.errors import SandwatchError
 from sandwatch.grid import Grid
 from sandwatch.io import atomic_output
-from sandwatch.vectors import mask_polygons, to_wgs84
+from sandwatch.vectors import mask_polygons, to_wgs84, write_feature_collection
 
 #: First date of Sentinel-2 processing baseline 04.00, from which DN carry an offset of 1000.
 BASELINE_04_DATE = dt.date(2022, 1, 25)
@@ -126,16 +125,6 @@ def _round_coords(geom, digits: int = 7):
     return shapely.set_precision(geom, 10.0 ** -digits) if digits else geom
 
 
-def _write_feature_collection(path: Path, features: list[dict], crs84: bool) -> Path:
-    fc: dict = {"type": "FeatureCollection"}
-    if crs84:
-        fc["crs"] = {"type": "name", "properties": {"name": "urn:ogc:def:crs:OGC:1.3:CRS84"}}
-    fc["features"] = features
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(fc) + "\n")
-    return path
-
-
 def mask_to_polygons(mask: np.ndarray, grid: Grid, *, generous_px: float = 1.5, simplify_px: float = 1.0,
                      min_pixels: int = 6, close_px: int = 0, fill_holes: bool = True) -> list[Polygon]:
     """Outline a boolean mask the way a human annotator would: nearby parts joined (closing by
@@ -203,7 +192,7 @@ def write_polygons(path: str | os.PathLike, polygons: np.ndarray | Sequence, gri
     for g, c in zip(geoms, conf):
         g84 = _round_coords(to_wgs84(g, src_crs)) if src_crs and not src_crs.is_geographic else g
         features.append({"type": "Feature", "properties": {"Confidence": c}, "geometry": mapping(g84)})
-    return _write_feature_collection(path, features, crs84=False)
+    return write_feature_collection(path, features)
 
 
 def write_lines(path: str | os.PathLike, lines: Sequence[LineString], crs: CRS | str, *,
@@ -216,7 +205,7 @@ def write_lines(path: str | os.PathLike, lines: Sequence[LineString], crs: CRS |
         g84 = _round_coords(to_wgs84(line, crs)) if not crs.is_geographic else line
         props = {"name": names[i] if names else f"river {i}", "waterway": "river"}
         features.append({"type": "Feature", "properties": props, "geometry": mapping(g84)})
-    return _write_feature_collection(Path(path), features, crs84=True)
+    return write_feature_collection(path, features, crs84=True)
 
 
 # ---- quicklooks ---------------------------------------------------------------------------
