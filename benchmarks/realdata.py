@@ -24,7 +24,7 @@ Protocol (fixed once; nothing in it is chosen by looking at a direction's test s
   Low-confidence polygons count as mine).
 
     .venv/bin/pip install -e '.[bench]'                     # benchmark-only dependency (smp)
-    .venv/bin/python benchmarks/realdata.py                 # both directions, 3 seeds (about 70 min)
+    .venv/bin/python benchmarks/realdata.py                 # both directions, 3 seeds (about 110 min on 2 cores)
     .venv/bin/python benchmarks/realdata.py --seeds 0 --directions b2w --set optim.steps=100  # smoke run
 
 Prints one row per (direction, seed, model), then mean and spread per direction, and the
