@@ -299,7 +299,7 @@ def row_memory(wd: Path, size: int, height: int | None = None, batch_size: int =
     for label, k in (("RSS between batches", 0), ("peak RSS per row", 1)):
         if k == 1 and not peaks:
             continue
-        body = [row[k] for row in rows[2:-1]] or [rows[-2][k]]     # window rows 3 .. last
+        body = [row[k] for row in rows[2:-1]] or [row[k] for row in rows]   # window rows 3 .. last
         slope = np.polyfit(np.arange(len(body)), body, 1)[0] if len(body) > 1 else 0.0
         print(f"  flat? {label}, window rows 3 to {len(rows) - 1}: within {max(body) - min(body):.0f} MB "
               f"(target <= 50), trend {slope:+.2f} MB per row; the COGs and polygons after them: "
@@ -351,7 +351,7 @@ def main() -> None:
     ap.add_argument("--no-trim", action="store_true",
                     help="--only rows without predict's malloc_trim between batches (to see what it fixes)")
     ap.add_argument("--tile-rows", type=int, default=None,
-                    help="height of that scene (default: square); e.g. 10980 wide and 1600 high for full-width rows")
+                    help="height of that scene in pixels (default: square); e.g. 1600 = 16 full-width window rows")
     args = ap.parse_args()
     if args.cmd == "_child":
         child(args)
