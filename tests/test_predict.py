@@ -420,7 +420,7 @@ def test_user_errors_are_one_line(tmp_path):
         predict_scene(PREDICTOR, scene, tmp_path, dtype="int16", progress=False)
     with pytest.raises(SandwatchError, match="--threshold"):
         predict_scene(PREDICTOR, scene, tmp_path, threshold=50, progress=False)
-    with pytest.raises(SandwatchError, match="area of interest is empty"):
+    with pytest.raises(SandwatchError, match="the AOI is empty"):
         predict_scene(PREDICTOR, scene, tmp_path, edge=8, aoi=box(0, 0, 1, 1).intersection(box(5, 5, 6, 6)),
                       progress=False)
     with pytest.raises(SandwatchError, match="no such AOI file"):

@@ -56,7 +56,7 @@ def test_resolve_aoi_errors_are_one_line(rivers, tmp_path):
     with pytest.raises(SandwatchError, match="no such AOI file") as err:
         resolve_aoi(tmp_path / "missing.gpkg", grid, required=True)
     assert "'none'" not in str(err.value)          # monitor needs an AOI: no "--aoi none" advice
-    with pytest.raises(SandwatchError, match="area of interest is empty: the AOI geometry is empty"):
+    with pytest.raises(SandwatchError, match="the AOI is empty: the geometry passed has no area"):
         resolve_aoi(Polygon(), grid)
     far = make_utm_grid(100, 100)
     far = type(far)(far.crs, far.transform * far.transform.translation(0, 2000), 100, 100)  # 20 km south

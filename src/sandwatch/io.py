@@ -58,6 +58,24 @@ def temporary_sibling(path: str | os.PathLike) -> Path:
     return path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
 
 
+def read_yaml_mapping(path: str | os.PathLike, *, what: str = "config file",
+                      missing_fix: str = "check the path", format_fix: str = "write `name: value` lines") -> dict:
+    """A YAML file holding a mapping of settings (empty file: {}); a missing file, bad YAML or
+    anything but a mapping is one line naming the file."""
+    import yaml  # noqa: PLC0415
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise SandwatchError.about(path, f"no such {what}", missing_fix) from None
+    except yaml.YAMLError as err:
+        raise SandwatchError.about(path, f"is not valid YAML ({str(err).splitlines()[0]})", "fix the syntax") from None
+    if not isinstance(data, dict):
+        raise SandwatchError.about(path, "is not a mapping of settings", format_fix)
+    return data
+
+
 # ---- classifying a failure ------------------------------------------------------------------------
 def _chain(err: BaseException | None) -> Iterator[BaseException]:
     seen = set()

@@ -335,7 +335,6 @@ class VectorFormat:
 
     suffix: str
     write: Callable[[gpd.GeoDataFrame, Path], None]
-    description: str = ""
 
 
 def _write_gpkg(gdf: gpd.GeoDataFrame, path: Path) -> None:
@@ -352,9 +351,9 @@ def _write_geoparquet(gdf: gpd.GeoDataFrame, path: Path) -> None:
 
 #: Vector outputs by key, in the order they are written.
 VECTOR_FORMATS: dict[str, VectorFormat] = {
-    "gpkg": VectorFormat(".gpkg", _write_gpkg, "GeoPackage, the data's CRS (QGIS, GDAL)"),
-    "geojson": VectorFormat(".geojson", _write_geojson, "GeoJSON, EPSG:4326 (web maps)"),
-    "parquet": VectorFormat(".parquet", _write_geoparquet, "GeoParquet, the data's CRS (GeoPandas, DuckDB)"),
+    "gpkg": VectorFormat(".gpkg", _write_gpkg),               # the data's CRS (QGIS, GDAL)
+    "geojson": VectorFormat(".geojson", _write_geojson),      # EPSG:4326 (web maps)
+    "parquet": VectorFormat(".parquet", _write_geoparquet),   # GeoParquet, the data's CRS (GeoPandas, DuckDB)
 }
 
 

@@ -185,11 +185,11 @@ def rasterize_aoi(geom: BaseGeometry, grid: Grid, window: Window | None = None, 
     return burnt.astype(bool)
 
 
-def require_aoi(geom: BaseGeometry, source, how: str) -> BaseGeometry:
-    """``geom``, or :class:`SandwatchError` when it is empty (``how``: where the AOI came from)."""
+def require_aoi(geom: BaseGeometry, source, how: str, fix: str = "pass --rivers or a larger --buffer") -> BaseGeometry:
+    """``geom``, or one :class:`SandwatchError` line naming ``source`` when it is empty (``how``:
+    why it came out empty; ``fix``: what to do about it)."""
     if geom is None or geom.is_empty:
-        raise SandwatchError.about(source, f"the AOI is empty: {how}",
-                                   "pass --rivers or a larger --buffer")
+        raise SandwatchError.about(source, f"the AOI is empty: {how}", fix)
     return geom
 
 

@@ -32,7 +32,7 @@ def resolve_aoi(aoi, scene, *, buffer_m: float = AOI_BUFFER_M, required: bool = 
     ``scene`` is a Scene (a :class:`~sandwatch.grid.Grid` is enough unless the water index is
     needed). An empty result is a :class:`SandwatchError` naming the source and the fix.
     """
-    from sandwatch.aoi.core import aoi_for_observation, aoi_from_rivers
+    from sandwatch.aoi.core import aoi_for_observation, aoi_from_rivers, require_aoi
     from sandwatch.aoi.water import aoi_from_water
 
     grid = getattr(scene, "grid", scene)
@@ -42,7 +42,7 @@ def resolve_aoi(aoi, scene, *, buffer_m: float = AOI_BUFFER_M, required: bool = 
             raise SandwatchError.about(what, "is required", "pass river vectors or an AOI polygon file")
         return None
     if isinstance(aoi, str) and aoi.lower() == "auto":
-        return _nonempty(aoi_from_water(scene, buffer_m=buffer_m), getattr(scene, "source", "scene"),
+        return require_aoi(aoi_from_water(scene, buffer_m=buffer_m), getattr(scene, "source", "scene"),
                          "no water found in the scene", f"pass river vectors with {what} FILE{other}")
     if isinstance(aoi, (str, os.PathLike)):
         path = Path(aoi)
@@ -51,18 +51,13 @@ def resolve_aoi(aoi, scene, *, buffer_m: float = AOI_BUFFER_M, required: bool = 
                                        "pass river vectors or an AOI polygon file (GeoJSON/GeoPackage)"
                                        + ("" if required else ", 'auto' or 'none'"))
         near = f"no river within {buffer_m:g} m of the scene" if buffer_m > 0 else "no polygon on the scene"
-        return _nonempty(aoi_from_rivers(path, grid, buffer_m=buffer_m), path, near,
+        return require_aoi(aoi_from_rivers(path, grid, buffer_m=buffer_m), path, near,
                          f"check the file covers the scene (lines need a buffer > 0){other}")
     if hasattr(aoi, "geom_type"):
-        return _nonempty(aoi, what, "the AOI geometry is empty", "pass a polygon in the scene's CRS")
+        return require_aoi(aoi, what, "the geometry passed has no area", "pass a polygon in the scene's CRS")
     if hasattr(aoi, "scene") and (hasattr(aoi, "rivers") or hasattr(aoi, "aoi")):
-        return _nonempty(aoi_for_observation(aoi, scene, buffer_m=buffer_m), getattr(aoi, "id", what),
+        return require_aoi(aoi_for_observation(aoi, scene, buffer_m=buffer_m), getattr(aoi, "id", what),
                          "the observation's AOI misses its scene", "check its aoi:/rivers: file in the manifest")
     raise SandwatchError.about(what, f"cannot use {type(aoi).__name__} as an area of interest",
                                "pass 'auto', 'none', a vector file or a shapely geometry")
 
-
-def _nonempty(geom, source, problem: str, fix: str):
-    if geom is None or geom.is_empty:
-        raise SandwatchError.about(source, f"the area of interest is empty: {problem}", fix)
-    return geom

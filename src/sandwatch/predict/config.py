@@ -17,9 +17,9 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from sandwatch.errors import SandwatchError
+from sandwatch.io import read_yaml_mapping
 from sandwatch.predict.tiling import BLENDS
 from sandwatch.predict.writer import PROB_DTYPES
 from sandwatch.published import AOI_BUFFER_M, EDGE_PX
@@ -88,23 +88,8 @@ class PredictConfig:
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, **changes) -> PredictConfig:
         """Settings from a YAML mapping, then ``changes``."""
-        import yaml
-
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            raise SandwatchError.about(path, "no such predict config", "check the path") from None
-        except yaml.YAMLError as err:
-            raise SandwatchError.about(path, f"is not valid YAML ({str(err).splitlines()[0]})",
-                                       "fix the file") from None
-        if not isinstance(data, dict):
-            raise SandwatchError.about(path, "is not a mapping of settings", "write `name: value` lines")
+        data = read_yaml_mapping(path, what="predict config")
         return cls().replace(**data).replace(**changes)
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
 
 def predict_config(config: PredictConfig | None = None, **changes) -> PredictConfig:
     """``config`` (default: the published settings) with ``changes`` applied."""

@@ -130,10 +130,11 @@ def predict_scene(checkpoint, scene, out_dir: str | os.PathLike, config: Predict
     Windows of the checkpoint's size slide over the scene with ``edge`` pixels discarded on
     each side (stride ``window - 2 * edge``); the scene's borders are mirrored for context.
     Rows of windows are predicted and written one after the other (memory does not grow with
-    the scene). Outputs in ``out_dir``, named after the scene (see :data:`OUTPUTS`), each
+    the scene). Outputs in ``out_dir``, named after the scene (see :mod:`~sandwatch.predict.naming`), each
     written atomically: ``NAME.prob.tif`` (COG, uint8 ``1 + 254 p`` with nodata 0, or float32
-    with nodata NaN), ``NAME.mask.tif`` (COG, 1 mine / 0 not / 255 nodata at ``threshold``),
-    ``NAME.polygons.gpkg`` (scene CRS) and ``NAME.polygons.geojson`` (EPSG:4326).
+    with nodata NaN), ``NAME.mask.tif`` (COG, 1 mine / 0 not / 255 nodata at ``threshold``) and
+    the polygons in every format of :data:`sandwatch.vectors.VECTOR_FORMATS` (GeoPackage and
+    GeoParquet in the scene CRS, GeoJSON in EPSG:4326).
     Probabilities are those of the checkpoint's temperature, and ``threshold`` (None) is the
     checkpoint's, both fitted on validation data; both are recorded in the COG tags.
 

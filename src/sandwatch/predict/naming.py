@@ -97,7 +97,6 @@ def lock_path(out_dir: str | os.PathLike, name: str) -> Path:
 #: How outputs are found by observation id (``evaluate --checkpoint`` writes ``ID.prob.tif``; other
 #: tools ``ID_prob.tif`` or ``ID/anything.prob.tif``): the first pattern with exactly one match wins.
 ID_PATTERNS = ("{id}[._-]*{kind}*.tif", "{id}/*{kind}*.tif", "{id}[._-]*{kind}*.tiff", "{id}/*{kind}*.tiff")
-_KIND = {"probability": "prob", "mask": "mask"}
 
 
 def find_outputs(folder: str | os.PathLike, observations, key: str = "probability") -> dict[str, Path]:
@@ -115,7 +114,7 @@ def find_outputs(folder: str | os.PathLike, observations, key: str = "probabilit
     folder = Path(folder)
     if not folder.is_dir():
         raise SandwatchError.about(folder, "no such predictions folder", "pass the -o folder of `sandwatch predict`")
-    kind = _KIND[key]
+    kind = OUTPUTS[key].split(".")[1]          # ".prob.tif" -> "prob"
     names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob(f"*{kind}*.tif*"))
     out: dict[str, Path] = {}
     for obs in observations:

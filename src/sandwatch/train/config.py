@@ -30,6 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sandwatch.errors import SandwatchError
+from sandwatch.io import read_yaml_mapping
 from sandwatch.published import WINDOW_PX
 
 
@@ -355,14 +356,8 @@ def config_from_dict(data: dict, overrides: list[str] | tuple[str, ...] = (), so
 def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     """Read a YAML config, apply ``--set`` overrides, validate; paths relative to the file."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise SandwatchError.about(path, "no such config file", "check the path (examples in configs/)") from None
-    except yaml.YAMLError as err:
-        raise SandwatchError.about(path, f"is not valid YAML ({str(err).splitlines()[0]})", "fix the syntax") from None
-    if not isinstance(data, dict):
-        raise SandwatchError.about(path, "is not a mapping of settings", "see configs/default.yaml for the format")
+    data = read_yaml_mapping(path, what="config file", missing_fix="check the path (examples in configs/)",
+                             format_fix="see configs/default.yaml for the format")
     return config_from_dict(data, overrides, source=path, base_dir=path.resolve().parent)
 
 
