@@ -281,6 +281,13 @@ def test_scene_statistics_inside_the_aoi():
     np.testing.assert_allclose(std, inside.reshape(2, -1).std(1), rtol=1e-4)
     whole, _ = scene_statistics(read, g, None)
     assert whole[0] > 2.0
+    spoilt = data.copy()
+    spoilt[0, 50:60, 20:30] = np.nan                               # marked valid by a careless reader
+    spoilt[1, 70, 40] = np.inf
+    m2, _ = scene_statistics(lambda w: (spoilt[:, w.row:w.row_stop, w.col:w.col_stop],
+                                        valid[w.row:w.row_stop, w.col:w.col_stop]), g, left, size=64)
+    keep = np.isfinite(spoilt[:, 10:, :150]).all(0)
+    np.testing.assert_allclose(m2, spoilt[:, 10:, :150][:, keep].mean(1), rtol=1e-5)
     assert all(w.col < 150 for w in sample_windows(left, g, 64))
     assert len(sample_windows(None, g, 16, max_windows=10)) == 10
     n = scene_normalization(read, g, left, k=2.0)

@@ -70,8 +70,8 @@ def scene_statistics(read: Reader, grid: Grid, aoi=None, *, size: int = 256, max
     n = 0
     for w in sample_windows(aoi, grid, size, max_windows):
         data, valid = read(w)
-        data = np.nan_to_num(np.asarray(data, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-        keep = np.asarray(valid, bool) & np.isfinite(data).all(axis=0)
+        data = np.asarray(data, np.float64)
+        keep = np.asarray(valid, bool) & np.isfinite(data).all(axis=0)   # NaN/inf are never data
         if aoi is not None:
             keep &= rasterio.features.geometry_mask([aoi], out_shape=w.shape, transform=grid.window_transform(w),
                                                     invert=True)
