@@ -47,7 +47,7 @@ LowConfidence = Literal["count", "exclude", "weight"]
 class EvalConfig:
     """How pixels are counted. Defaults follow the published evaluation."""
 
-    border: int = BORDER_PX                       # pixels dropped at each edge of the whole image
+    border: int = BORDER_PX                # pixels dropped at each edge of the whole image
     low_confidence: LowConfidence = "count"  # "count" | "exclude" | "weight"
     threshold: float = 0.5                 # the fixed decision threshold
     block: int = 1024                      # block size (pixels) for reading

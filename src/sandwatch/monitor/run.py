@@ -59,8 +59,8 @@ class MonitorConfig:
 
     alerts: AlertConfig = AlertConfig()
     threshold: float | None = None       #: mine where probability >= this (default: the checkpoint's)
-    aoi_buffer_m: float = AOI_BUFFER_M         #: buffer around river vectors (0: the AOI file's polygons as they are)
-    edge: int = EDGE_PX                       #: pixels discarded at each window side (see ``predict``)
+    aoi_buffer_m: float = AOI_BUFFER_M   #: buffer around river vectors (0: the AOI file's polygons as they are)
+    edge: int = EDGE_PX                  #: pixels discarded at each window side (see ``predict``)
     batch_size: int = 8
     cloud_test: str = "auto"             #: auto | scl | l1c | none
     l1c_test: L1CCloudTest = L1CCloudTest()
