@@ -37,7 +37,7 @@ from sandwatch.models import (
     detect_layout,
     parameter_table,
     read_weights,
-    reflectance_01,
+    native_range,
     register,
     set_trainable,
     unregister,
@@ -91,7 +91,7 @@ TOY_LAYOUT = WeightLayout(
     info=lambda obj: {"epoch": obj.get("epoch")})
 
 SPECS = (ModelSpec("toy-convnet", "toy conv encoder + 1x1 decoder (test plug-in)", ("B02", "B03", "B04", "B08"),
-                   reflectance_01, lambda n_bands, width=4: ToyConvNet(n_bands, int(width)), {"width": 4},
+                   native_range, lambda n_bands, width=4: ToyConvNet(n_bands, int(width)), {"width": 4},
                    window_multiple=16, freeze_encoder=True, lr=3e-4, batch_size=32, layouts=(TOY_LAYOUT,)),)
 
 # ---- end of the toy family ----------------------------------------------------------------------
@@ -165,7 +165,7 @@ def test_toy_family_checkpoints_and_weight_files(toy, tmp_path, capsys):
 def test_unregister_leaves_the_zoo_as_it_was(toy):
     assert "toy-convnet" in MODELS and "toy-v1" in LAYOUTS
     with pytest.raises(ValueError, match="already registered"):
-        register(ModelSpec("toy-convnet", "another", ("B02",), reflectance_01, ToyConvNet))
+        register(ModelSpec("toy-convnet", "another", ("B02",), native_range, ToyConvNet))
     unregister("toy-convnet")
     assert "toy-convnet" not in MODELS and "toy-v1" not in LAYOUTS
     with pytest.raises(SandwatchError, match="unknown model 'toy-convnet'"):

@@ -1,10 +1,23 @@
-"""Sentinel-2 bands by name, and the ``BandSpec`` a model asks for.
+"""The band table: every band sandwatch knows, by sensor, and the ``BandSpec`` a model asks for.
 
 A scene *offers* bands (by name, in its own order); a model *asks* for bands (by name, in its
 order, with a normalisation). :func:`match_bands` pairs the two and fails with a clear message.
 
-Names are canonical Sentinel-2 names (``B01`` ... ``B12``, ``B8A``) plus ``SCL`` for the L2A
-scene classification and ``R``, ``G``, ``B`` for true-colour (uint8) images.
+Adding a sensor is a data change: new :class:`BandInfo` rows in ``_TABLE`` (name, sensor,
+units, published statistics or declared range, aliases) and one :class:`Sensor` row. Every
+other module asks this table: names and aliases (:func:`canonical_band`), the canonical order
+of a scene's bands (:func:`band_order`), the units :meth:`sandwatch.imagery.Scene.read`
+returns, each band's default normalisation (:func:`band_range`). A name that is not in the
+table is an error wherever it appears, never dropped or clipped silently.
+
+Sensors:
+
+* ``S2-L1C`` / ``S2-L2A``: Sentinel-2 MSI, ``B01`` ... ``B12``, ``B8A`` (L2A has no ``B10``),
+  read as reflectance ``(DN - offset) / 10000``; ``SCL`` (L2A scene classification) is a class
+  raster beside them, never a model input.
+* ``RGB``: true-colour 8-bit images (``R``, ``G``, ``B``), read as ``value / 255``.
+* ``S1``: Sentinel-1 GRD backscatter ``VV``, ``VH``, read in decibels (files in linear power
+  are converted: ``10 log10``); statistics of SSL4EO-S12 (torchgeo's S1 transforms).
 """
 
 from __future__ import annotations
@@ -16,62 +29,143 @@ import numpy as np
 
 from sandwatch.errors import SandwatchError
 
+#: What :meth:`sandwatch.imagery.Scene.read` returns per unit.
+UNITS = ("reflectance", "display", "dB", "class")
+
 
 @dataclass(frozen=True)
 class BandInfo:
+    """One row of the band table."""
+
     name: str
+    sensor: str                        #: key of :data:`SENSORS` family ("S2", "RGB", "S1")
     common_name: str
-    centre_nm: int
-    resolution_m: int
+    resolution_m: float
+    centre_nm: int | None = None       #: optical centre wavelength; None for radar and classes
+    units: str = "reflectance"         #: one of :data:`UNITS`
+    #: published mean and standard deviation, in ``stats_scale`` units of ``units``
+    mean: float | None = None
+    std: float | None = None
+    stats_scale: float = 1.0
+    #: the range that maps to [0, 1] where no statistics are published (declared, not a fallback)
+    range: tuple[float, float] = (0.0, 1.0)
     in_l1c: bool = True
     in_l2a: bool = True
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def model_input(self) -> bool:
+        return self.units != "class"
+
+    def normalization_range(self, k: float = 2.0) -> tuple[float, float]:
+        """``[mean - k std, mean + k std]`` where statistics are published, else :attr:`range`."""
+        if self.mean is None or self.std is None:
+            return self.range
+        m, s = self.mean * self.stats_scale, self.std * self.stats_scale
+        return m - k * s, m + k * s
 
 
-S2_BANDS: dict[str, BandInfo] = {
-    b.name: b
-    for b in [
-        BandInfo("B01", "coastal", 443, 60),
-        BandInfo("B02", "blue", 490, 10),
-        BandInfo("B03", "green", 560, 10),
-        BandInfo("B04", "red", 665, 10),
-        BandInfo("B05", "rededge1", 705, 20),
-        BandInfo("B06", "rededge2", 740, 20),
-        BandInfo("B07", "rededge3", 783, 20),
-        BandInfo("B08", "nir", 842, 10),
-        BandInfo("B8A", "nir08", 865, 20),
-        BandInfo("B09", "nir09", 945, 60),
-        BandInfo("B10", "cirrus", 1375, 60, in_l2a=False),
-        BandInfo("B11", "swir16", 1610, 20),
-        BandInfo("B12", "swir22", 2190, 20),
-    ]
-}
+# Sentinel-2: name, common name, centre wavelength (nm), resolution (m), L2A mean and standard
+# deviation in digital numbers (field guide, section 3; none published for cirrus, which L2A
+# lacks: reflectance 0..1), aliases.
+_S2_ROWS = (
+    ("B01", "coastal", 443, 60, 1370.19, 633.15, ("B1", "COASTAL")),
+    ("B02", "blue", 490, 10, 1184.38, 650.28, ("B2",)),
+    ("B03", "green", 560, 10, 1120.77, 712.13, ("B3",)),
+    ("B04", "red", 665, 10, 1136.26, 965.23, ("B4",)),
+    ("B05", "rededge1", 705, 20, 1263.74, 948.98, ("B5",)),
+    ("B06", "rededge2", 740, 20, 1645.40, 1108.07, ("B6",)),
+    ("B07", "rededge3", 783, 20, 1846.87, 1258.36, ("B7",)),
+    ("B08", "nir", 842, 10, 1762.60, 1233.15, ("B8", "NIR")),
+    ("B8A", "nir08", 865, 20, 1972.62, 1364.39, ("B08A", "NIR08")),
+    ("B09", "nir09", 945, 60, 582.73, 472.38, ("B9",)),
+    ("B10", "cirrus", 1375, 60, None, None, ()),
+    ("B11", "swir16", 1610, 20, 1732.16, 1310.37, ("SWIR16",)),
+    ("B12", "swir22", 2190, 20, 1247.92, 1087.60, ("SWIR22",)),
+)
+# Sentinel-1 statistics in dB: SSL4EO-S12 (torchgeo's ``_ssl4eo_s12_transforms_s1``).
+_TABLE: tuple[BandInfo, ...] = (
+    *(BandInfo(name, "S2", common, res, nm, mean=mean, std=std, stats_scale=1e-4, in_l2a=name != "B10",
+               aliases=aliases) for name, common, nm, res, mean, std, aliases in _S2_ROWS),
+    BandInfo("SCL", sensor="S2", common_name="scene classification", resolution_m=20, units="class",
+             in_l1c=False, range=(0.0, 11.0)),
+    BandInfo("R", sensor="RGB", common_name="red", centre_nm=665, resolution_m=10, units="display",
+             aliases=("VIS-RED", "TCI_R")),
+    BandInfo("G", sensor="RGB", common_name="green", centre_nm=560, resolution_m=10, units="display",
+             aliases=("VIS-GREEN", "TCI_G")),
+    BandInfo("B", sensor="RGB", common_name="blue", centre_nm=490, resolution_m=10, units="display",
+             aliases=("VIS-BLUE", "TCI_B")),
+    BandInfo("VV", sensor="S1", common_name="vv", resolution_m=10, units="dB", mean=-12.59, std=5.26,
+             range=(-25.0, 5.0), in_l1c=False, in_l2a=False, aliases=("SIGMA0_VV", "VV_DB", "S1_VV")),
+    BandInfo("VH", sensor="S1", common_name="vh", resolution_m=10, units="dB", mean=-20.26, std=5.91,
+             range=(-32.0, -2.0), in_l1c=False, in_l2a=False, aliases=("SIGMA0_VH", "VH_DB", "S1_VH")),
+)
+#: Every band by canonical name, in canonical order (the order a scene's bands are listed in).
+BANDS: dict[str, BandInfo] = {b.name: b for b in _TABLE}
 
+
+@dataclass(frozen=True)
+class Sensor:
+    """A product whose bands sandwatch reads; ``bands`` in canonical order."""
+
+    name: str
+    title: str
+    bands: tuple[str, ...]
+
+
+SENSORS: dict[str, Sensor] = {s.name: s for s in (
+    Sensor("S2-L1C", "Sentinel-2 MSI level 1C (top of atmosphere)",
+           tuple(b.name for b in _TABLE if b.sensor == "S2" and b.in_l1c)),
+    Sensor("S2-L2A", "Sentinel-2 MSI level 2A (bottom of atmosphere)",
+           tuple(b.name for b in _TABLE if b.sensor == "S2" and b.in_l2a and b.model_input)),
+    Sensor("RGB", "true-colour 8-bit image", tuple(b.name for b in _TABLE if b.sensor == "RGB")),
+    Sensor("S1", "Sentinel-1 GRD backscatter (dB)", tuple(b.name for b in _TABLE if b.sensor == "S1")),
+)}
+
+#: Sentinel-2 reflectance bands by name (no SCL).
+S2_BANDS: dict[str, BandInfo] = {n: b for n, b in BANDS.items() if b.sensor == "S2" and b.model_input}
 #: Canonical 13-band order (L1C, SSL4EO-S12, torchgeo).
-L1C_BANDS: tuple[str, ...] = tuple(S2_BANDS)
+L1C_BANDS: tuple[str, ...] = SENSORS["S2-L1C"].bands
 #: The 12 bands of L2A (no B10 cirrus).
-L2A_BANDS: tuple[str, ...] = tuple(b for b in L1C_BANDS if S2_BANDS[b].in_l2a)
+L2A_BANDS: tuple[str, ...] = SENSORS["S2-L2A"].bands
 #: True-colour 8-bit images (e.g. Earth Engine RGB exports).
-RGB_BANDS: tuple[str, ...] = ("R", "G", "B")
+RGB_BANDS: tuple[str, ...] = SENSORS["RGB"].bands
+#: Sentinel-1 polarisations.
+S1_BANDS: tuple[str, ...] = SENSORS["S1"].bands
 #: Sentinel-2 band that each true-colour channel stands for.
 RGB_AS_S2 = {"R": "B04", "G": "B03", "B": "B02"}
 
-# Aliases seen in band descriptions, STAC asset keys and file names.
-_ALIASES = {
-    "B1": "B01", "B2": "B02", "B3": "B03", "B4": "B04", "B5": "B05", "B6": "B06", "B7": "B07",
-    "B8": "B08", "B9": "B09", "B8A": "B8A", "B08A": "B8A",
-    "RED": "R", "GREEN": "G", "BLUE": "B", "VIS-RED": "R", "VIS-GREEN": "G", "VIS-BLUE": "B",
-    "TCI_R": "R", "TCI_G": "G", "TCI_B": "B",
-}
-_ALIASES.update({info.common_name.upper(): name for name, info in S2_BANDS.items()})
-_ALIASES.update({"COASTAL": "B01", "NIR": "B08", "NIR08": "B8A", "SWIR16": "B11", "SWIR22": "B12"})
+# Aliases seen in band descriptions, STAC asset keys and file names; a common name shared by two
+# sensors ("red") goes to the first in the table (Sentinel-2 before the true-colour channels).
+_ALIASES: dict[str, str] = {}
+for _b in _TABLE:
+    for _alias in (*_b.aliases, _b.common_name.upper().replace(" ", "")):
+        _ALIASES.setdefault(_alias, _b.name)
 
 
 def canonical_band(name: str) -> str | None:
     """The canonical name of a band name or alias (``'b8'`` -> ``'B08'``), None if unknown."""
     key = str(name).strip().upper().replace(" ", "")
-    if key in S2_BANDS or key in ("SCL", "R", "G", "B"):
+    if key in BANDS:
         return key
     return _ALIASES.get(key)
+
+
+def band_order(names: Sequence[str]) -> list[str]:
+    """``names`` in canonical table order (a folder's files, a STAC item's assets)."""
+    order = {n: i for i, n in enumerate(BANDS)}
+    return sorted(names, key=lambda n: order[n])
+
+
+def band_range(names: Sequence[str], k: float = 2.0) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per band ``low``, ``high`` of its default normalisation (:meth:`BandInfo.normalization_range`)."""
+    pairs = [BANDS[n].normalization_range(k) for n in names]
+    return tuple(p[0] for p in pairs), tuple(p[1] for p in pairs)
+
+
+def known_bands_hint() -> str:
+    """One line naming the bands of every sensor (for error messages)."""
+    return "; ".join(f"{s.name}: {','.join(s.bands)}" for s in SENSORS.values())
 
 
 def parse_band_list(text: str | Sequence[str], what: str = "--bands") -> tuple[str, ...]:
@@ -81,9 +175,7 @@ def parse_band_list(text: str | Sequence[str], what: str = "--bands") -> tuple[s
     for item in items:
         name = canonical_band(item)
         if name is None:
-            raise SandwatchError.about(
-                what, f"unknown band name {item!r}",
-                "use Sentinel-2 names B01..B12, B8A (or R,G,B for true-colour images)")
+            raise SandwatchError.about(what, f"unknown band name {item!r}", f"use names of the band table ({known_bands_hint()})")
         out.append(name)
     if len(set(out)) != len(out):
         raise SandwatchError.about(what, f"band names repeat: {','.join(out)}", "name each band once")

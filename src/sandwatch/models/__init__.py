@@ -34,13 +34,11 @@ from sandwatch.models.registry import (
     select_bands,
 )
 from sandwatch.models.spec import (
-    L2A_MEAN,
-    L2A_STD,
     FileFacts,
     ModelSpec,
     WeightLayout,
     channelwise_normalization,
-    reflectance_01,
+    native_range,
 )
 from sandwatch.models.weights import (
     LoadReport,
@@ -53,8 +51,6 @@ from sandwatch.models.weights import (
 from sandwatch.models.zoo import LAYOUTS, MODELS, get_spec, register, unregister
 
 __all__ = [
-    "L2A_MEAN",
-    "L2A_STD",
     "LAYOUTS",
     "MODELS",
     "Checkpoint",
@@ -77,7 +73,7 @@ __all__ = [
     "parameter_table",
     "prepare_input",
     "read_weights",
-    "reflectance_01",
+    "native_range",
     "register",
     "safe_load",
     "select_bands",

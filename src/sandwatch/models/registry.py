@@ -28,12 +28,10 @@ from sandwatch.bands import BandSpec, match_bands
 from sandwatch.errors import SandwatchError
 from sandwatch.models.base import SegmentationModel, count_parameters, set_trainable
 from sandwatch.models.spec import (  # noqa: F401 - re-exported
-    L2A_MEAN,
-    L2A_STD,
     ModelSpec,
     WeightLayout,
     channelwise_normalization,
-    reflectance_01,
+    native_range,
 )
 from sandwatch.models.weights import (
     SANDWATCH,

@@ -48,7 +48,7 @@ from sandwatch.models.spec import (
     ModelSpec,
     WeightLayout,
     is_tensor_dict,
-    reflectance_01,
+    native_range,
 )
 from sandwatch.models.unet import UNetDecoder
 
@@ -126,7 +126,7 @@ TIMM = WeightLayout(
 
 SPECS = tuple(
     ModelSpec(f"ssl4eo-{depth}", f"SSL4EO-S12 MoCo {label} encoder (13 L1C bands) + U-Net decoder",
-              L1C_BANDS, reflectance_01, partial(build_resnet_unet, depth), {"decoder_channels": None},
+              L1C_BANDS, native_range, partial(build_resnet_unet, depth), {"decoder_channels": None},
               freeze_encoder=True, layouts=(MOCO, TIMM), paper="Wang et al. 2023")
     for depth, label in (("resnet18", "ResNet18"), ("resnet50", "ResNet50"))
 )

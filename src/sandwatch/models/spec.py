@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from sandwatch.bands import BandSpec, Normalization, parse_band_list
+from sandwatch.bands import BANDS, BandSpec, Normalization, band_range, parse_band_list
 from sandwatch.errors import SandwatchError
 from sandwatch.published import WINDOW_PX
 
@@ -31,33 +31,18 @@ from sandwatch.published import WINDOW_PX
 PUBLISHED_LR = 5e-4
 PUBLISHED_BATCH = 128
 
-#: L2A band means and standard deviations in digital numbers (field guide, section 3).
-L2A_MEAN: dict[str, float] = dict(zip(
-    ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"),
-    (1370.19, 1184.38, 1120.77, 1136.26, 1263.74, 1645.40, 1846.87, 1762.60, 1972.62, 582.73, 1732.16, 1247.92)))
-L2A_STD: dict[str, float] = dict(zip(
-    ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"),
-    (633.15, 650.28, 712.13, 965.23, 948.98, 1108.07, 1258.36, 1233.15, 1364.39, 472.38, 1310.37, 1087.60)))
-
-
 def channelwise_normalization(bands: Sequence[str], k: float = 2.0) -> Normalization:
-    """``[mean - k std, mean + k std]`` -> [0, 1] per band (L2A statistics, in reflectance);
-    bands without statistics (R, G, B, B10) map [0, 1]."""
-    low, high = [], []
-    for b in bands:
-        if b in L2A_MEAN:
-            m, s = L2A_MEAN[b] * 1e-4, L2A_STD[b] * 1e-4
-            low.append(m - k * s)
-            high.append(m + k * s)
-        else:
-            low.append(0.0)
-            high.append(1.0)
-    return Normalization(tuple(low), tuple(high), clip=True)
+    """``[mean - k std, mean + k std]`` -> [0, 1] per band, from the published statistics in the
+    band table (:mod:`sandwatch.bands`: L2A reflectance, Sentinel-1 dB); bands the table gives a
+    declared range instead (R, G, B, B10) map that range."""
+    low, high = band_range(bands, k)
+    return Normalization(low, high, clip=True)
 
 
-def reflectance_01(bands: Sequence[str]) -> Normalization:
-    """Reflectance clipped to [0, 1] (SSL4EO-S12)."""
-    return Normalization.constant(len(bands), 0.0, 1.0, clip=True)
+def native_range(bands: Sequence[str]) -> Normalization:
+    """Each band's declared range to [0, 1], clipped: reflectance 0..1 for Sentinel-2 (SSL4EO-S12),
+    0..1 for true colour, the table's dB range for Sentinel-1."""
+    return Normalization(tuple(BANDS[b].range[0] for b in bands), tuple(BANDS[b].range[1] for b in bands), clip=True)
 
 
 # ---- pretrained-weight file layouts -------------------------------------------------------------

@@ -23,21 +23,25 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from sandwatch.bands import RGB_AS_S2, S2_BANDS
+from sandwatch.bands import BANDS
 
 
 def airlight(bands: Sequence[str]) -> np.ndarray:
-    """Relative airlight per band: 0.3 x (490 nm / wavelength)^2 (0.3 for unknown bands' mean)."""
-    out = []
-    for b in bands:
-        info = S2_BANDS.get(RGB_AS_S2.get(b, b))
-        out.append(0.3 * (490.0 / info.centre_nm) ** 2 if info is not None else 0.15)
-    return np.asarray(out, np.float32)
+    """Relative airlight per optical band: 0.3 x (490 nm / wavelength)^2 (true-colour channels at
+    the wavelength of the Sentinel-2 band they stand for)."""
+    return np.asarray([0.3 * (490.0 / BANDS[b].centre_nm) ** 2 for b in bands], np.float32)
 
 
 def photometric(x: np.ndarray, valid: np.ndarray, rng: np.random.Generator, cfg, bands: Sequence[str]) -> np.ndarray:
     """Augmented copy of reflectance ``x`` (C, h, w); ``cfg`` an :class:`AugmentConfig`;
-    nodata pixels (``valid`` False) are left as they are."""
+    nodata pixels (``valid`` False) are left as they are. Only optical bands change: radar
+    backscatter (dB) has no haze, gamma or illumination to imitate."""
+    optical = np.array([BANDS[b].centre_nm is not None for b in bands])
+    if not optical.all():
+        out = np.array(x, np.float32, copy=True)
+        if optical.any():
+            out[optical] = photometric(out[optical], valid, rng, cfg, [b for b, o in zip(bands, optical) if o])
+        return out
     if rng.random() >= cfg.p:
         return x
     x = np.asarray(x, np.float32)
