@@ -56,7 +56,7 @@ def format_description(d: dict) -> str:
 @click.option("--bands", default=None, metavar="B02,B03,...",
               help="Band names, in file order, for a GeoTIFF without band descriptions "
                    "(or a subset of a folder/STAC scene).")
-@click.option("--level", type=click.Choice(["L1C", "L2A", "RGB"], case_sensitive=False), default=None,
+@click.option("--level", type=click.Choice(["L1C", "L2A", "RGB", "S1"], case_sensitive=False), default=None,
               help="Force the processing level when the metadata does not tell.")
 @click.option("--offset", type=float, default=None,
               help="Force the DN offset (1000 for raw processing-baseline-04 products).")
@@ -70,7 +70,7 @@ def format_description(d: dict) -> str:
 @click.option("--sample", type=int, default=DEFAULT_SAMPLE, show_default=True,
               help="Pixels per band sampled for the statistics.")
 def info(scene, bands, level, offset, allow_outside, allow_remote, as_json, no_stats, sample):
-    """Describe a Sentinel-2 scene: bands, grid, level, date, offset, statistics.
+    """Describe a scene (Sentinel-2, true colour or Sentinel-1): bands, grid, level, date, offset, statistics.
 
     SCENE is a multi-band GeoTIFF/COG, a folder of per-band files (*_B02.jp2, B02.tif,
     a SAFE product) or a STAC item JSON (path or http(s) URL). Statistics are computed on a

@@ -33,6 +33,7 @@ Examples:
   sandwatch predict best.ckpt site/rgb.tif -o maps/ --aoi site/rivers.geojson
   sandwatch predict best.ckpt scenes/*.tif -o maps/ --scheduler tcp://10.0.0.5:8786
   sandwatch predict best.ckpt scenes/*.tif -o maps/ --config predict.yaml --tta   # YAML, then options
+  sandwatch predict s2s1.ckpt 2021-01-15.tif --s1 2021-01-17_s1.tif -o maps/    # S2 + S1 model
 """
 
 
@@ -44,6 +45,9 @@ Examples:
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               metavar="PREDICT.yaml", help="Settings (edge, threshold, batch_size, blend, dtype, tta, aoi_buffer_m, "
                                            "...: the fields of PredictConfig) from a YAML file; options given here win.")
+@click.option("--s1", "s1", multiple=True, metavar="S1_SCENE",
+              help="A Sentinel-1 scene (VV, VH) to stack on each scene's 10 m grid, once per scene in the same "
+                   "order: for models trained on S2+S1 bands (the manifest's s1).")
 @click.option("--edge", type=int, default=EDGE_PX, show_default=True,
               help="Pixels discarded on each side of every window.")
 @click.option("--aoi", default="none", show_default=True, metavar="auto|FILE|none",
@@ -72,9 +76,9 @@ Examples:
 @click.option("--overwrite", is_flag=True, help="Recompute scenes whose outputs exist.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @click.pass_context
-def predict(ctx, checkpoint, scenes, out_dir, config_file, edge, aoi, aoi_buffer, threshold, batch_size, blend, dtype,
+def predict(ctx, checkpoint, scenes, out_dir, config_file, s1, edge, aoi, aoi_buffer, threshold, batch_size, blend, dtype,
             scheduler, band_rows, device, bf16, tta, allow_outside, allow_remote, overwrite, quiet):
-    from sandwatch.imagery import set_stac_access
+    from sandwatch.imagery import set_stac_access, stack_each
     from sandwatch.models.checkpoint import Checkpoint
     from sandwatch.predict import PredictConfig, predict_scenes
 
@@ -95,7 +99,7 @@ def predict(ctx, checkpoint, scenes, out_dir, config_file, edge, aoi, aoi_buffer
 
         ensure_writable_dir(out_dir)   # before predicting, not after
     aoi_arg = aoi if aoi.lower() in ("auto", "none") else Path(aoi)
-    results = predict_scenes(ckpt, list(scenes), out_dir, config, aoi=aoi_arg,
+    results = predict_scenes(ckpt, stack_each(list(scenes), list(s1)), out_dir, config, aoi=aoi_arg,
                              scheduler=None if scheduler == "local" else scheduler, band_rows=band_rows)
     for res in results:
         s = res.stats

@@ -14,6 +14,8 @@ A manifest is a YAML or JSON file::
         rivers: site00/rivers.geojson      # river lines/polygons, buffered by aoi_buffer_m
         aoi: null                # or a ready-made AOI polygon file (used as is, no buffer)
         bands: null              # band names when the scene file does not carry them
+        s1: null                 # a Sentinel-1 scene (VV, VH) of a nearby date, stacked on
+                                 # the scene's 10 m grid as extra bands (optional)
         cluster: null            # geographic cluster id (filled by `sandwatch dataset split`)
         split: null              # "train" or "val" (filled by `sandwatch dataset split`)
         latitude: 20.44          # site centre (optional; else read from the scene)
@@ -56,6 +58,7 @@ class Observation(BaseModel):
     rivers: str | None = None
     aoi: str | None = None
     bands: list[str] | None = None
+    s1: str | None = None
     cluster: int | None = None
     split: Literal["train", "val"] | None = None
     latitude: float | None = None
@@ -66,6 +69,14 @@ class Observation(BaseModel):
         if not self.id:
             self.id = f"{self.site}_{self.date.isoformat()}"
         return self
+
+    def open_scene(self):
+        """The observation's scene, with its Sentinel-1 scene stacked on it when ``s1`` is set
+        (:func:`sandwatch.imagery.stack_scenes`): the one way every stage opens an observation."""
+        from sandwatch.imagery import open_scene, stack_scenes
+
+        scene = open_scene(self.scene, bands=self.bands)
+        return stack_scenes(scene, open_scene(self.s1)) if self.s1 else scene
 
     @field_validator("latitude")
     @classmethod
@@ -109,7 +120,7 @@ class Manifest(BaseModel):
         return [o for o in self.observations if o.split == split]
 
 
-_PATH_FIELDS = ("scene", "annotations", "rivers", "aoi")
+_PATH_FIELDS = ("scene", "annotations", "rivers", "aoi", "s1")
 
 
 def _resolve(value: str | None, base: Path) -> str | None:

@@ -158,10 +158,9 @@ def observation_stats(obs: Observation, *, aoi_buffer_m: float = AOI_BUFFER_M, b
     ``progress``: an optional tqdm bar advanced by the number of pixels of each block.
     """
     from sandwatch.aoi import rasterize_aoi
-    from sandwatch.imagery import open_scene
     from sandwatch.labels import polygons_on_grid, rasterize_labels
 
-    scene = open_scene(obs.scene, bands=obs.bands)
+    scene = obs.open_scene()
     grid = scene.grid
     # read and reproject the polygons once, then burn them block by block
     polygons = polygons_on_grid(obs.annotations, grid) if obs.annotations else None

@@ -231,9 +231,7 @@ def aoi_for(obs, buffer_m: float) -> Callable[[Grid], AoiFn | None]:
         if getattr(obs, "aoi", None) or getattr(obs, "rivers", None):
             geom = aoi_for_observation(obs, grid, buffer_m=buffer_m)
         else:
-            from sandwatch.imagery import open_scene
-
-            scene = open_scene(obs.scene, bands=obs.bands)
+            scene = obs.open_scene()
             if not scene.grid.same_as(grid):
                 warnings.warn(f"{obs.id}: no AOI or rivers and the prediction is not on the scene's grid; "
                               "the AOI scope is left out for it", stacklevel=2)
@@ -370,8 +368,6 @@ def predict_split(checkpoint, manifest, out_dir: str | os.PathLike, *, split: st
     except ImportError:
         raise SandwatchError.about("--checkpoint", "the predict stage is not installed in this version",
                                    "run `sandwatch predict` yourself and pass --predictions DIR") from None
-    from sandwatch.imagery import open_scene
-
     if not isinstance(manifest, Manifest):
         manifest = load_manifest(manifest)
     n_params, arch = None, "model"
@@ -384,7 +380,7 @@ def predict_split(checkpoint, manifest, out_dir: str | os.PathLike, *, split: st
     out_dir = Path(out_dir)
     found: dict[str, Path] = {}
     for obs in tqdm(observations, desc="predict", unit="scene", disable=not progress):
-        scene = open_scene(obs.scene, bands=obs.bands)
+        scene = obs.open_scene()
         extra = {}
         if predictor.per_scene_k and aoi is None and (obs.aoi or obs.rivers):
             # whole scenes are predicted, but a per-scene model measures a scene in its river AOI

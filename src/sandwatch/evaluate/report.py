@@ -113,9 +113,7 @@ def overlay_arrays(prob_path, obs, max_size: int = 768, threshold: float = 0.5, 
         truth = rasterize_labels(obs.annotations, small, all_touched=all_touched)[0].astype(bool)
     rgb = None
     try:
-        from sandwatch.imagery import open_scene
-
-        scene = open_scene(obs.scene, bands=obs.bands)
+        scene = obs.open_scene()
         if scene.grid.same_as(grid):
             rgb = scene.quicklook(max_size=max(small.width, small.height))
             if rgb.shape[:2] != small.shape:

@@ -31,6 +31,10 @@ the offset is decided is in :mod:`sandwatch.imagery.sources`; ``open_scene(offse
 Nodata: the file's nodata value, else 0 for integer bands (NaN for float bands); a pixel is
 valid only when all requested bands have data there. Windows may reach outside the grid.
 
+Sentinel-1 backscatter (``VV``, ``VH``, read in dB; linear files are converted) is a scene of
+its own, or extra bands on a Sentinel-2 scene's grid through :func:`stack_scenes` (an
+observation's ``s1`` in the manifest). Units per band come from :mod:`sandwatch.bands`.
+
 Scenes keep only paths and metadata; datasets open lazily per process and thread, so a scene
 pickles cheaply to DataLoader and Dask workers.
 """
@@ -45,7 +49,8 @@ from sandwatch.imagery.scene import (
     open_scene,
 )
 from sandwatch.imagery.sources import BandFile, date_from_text
+from sandwatch.imagery.stack import STACK_MAX_DAYS, stack_each, stack_scenes
 from sandwatch.imagery.stac import StacAccess, set_stac_access
 
-__all__ = ["Scene", "as_scene", "open_scene", "BandFile", "StacAccess", "date_from_text", "set_stac_access", "LEVELS",
+__all__ = ["Scene", "as_scene", "open_scene", "stack_scenes", "stack_each", "STACK_MAX_DAYS", "BandFile", "StacAccess", "date_from_text", "set_stac_access", "LEVELS",
            "BAND_RESAMPLING", "SCL_RESAMPLING", "DEFAULT_SAMPLE"]

@@ -1,4 +1,5 @@
-"""``Scene``: the bands of one Sentinel-2 acquisition by name, on one 10 m grid, read by window.
+"""``Scene``: the bands of one acquisition by name, on one 10 m grid, read by window (stacking
+another scene's bands on it: :mod:`sandwatch.imagery.stack`).
 
 See the package docstring (:mod:`sandwatch.imagery`) for sources, resampling and offsets.
 """
@@ -18,13 +19,13 @@ import rasterio.windows
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 
-from sandwatch.bands import match_bands, parse_band_list
+from sandwatch.bands import BANDS, match_bands, parse_band_list
 from sandwatch.errors import SandwatchError
 from sandwatch.grid import Grid, Window
 from sandwatch.imagery.sources import REMOTE_GDAL_ENV, BandFile, SceneParts, find_parts
 from sandwatch.imagery.stac import stac_access
 
-LEVELS = ("L1C", "L2A", "RGB", "unknown")
+LEVELS = ("L1C", "L2A", "RGB", "S1", "unknown")
 #: Resampling used to put coarser reflectance bands (20 m, 60 m) on the 10 m grid.
 BAND_RESAMPLING = Resampling.bilinear
 #: Resampling used for the SCL class raster (classes must not be blended).
@@ -60,13 +61,15 @@ class Scene:
         self.grid: Grid = finest.grid
         self.bands: tuple[str, ...] = tuple(f.name for f in self._files)
         if level is not None:
-            given, level = level, {"l1c": "L1C", "l2a": "L2A", "rgb": "RGB", "unknown": "unknown"}.get(str(level).lower())
+            given, level = level, {lv.lower(): lv for lv in LEVELS}.get(str(level).lower())
             if level is None:
-                raise SandwatchError.about("--level", f"unknown level {given!r}", "use L1C, L2A or RGB")
+                raise SandwatchError.about("--level", f"unknown level {given!r}", "use L1C, L2A, RGB or S1")
         self.level: str = level or parts.level or "unknown"
         self.date = parts.date
         if self.level == "RGB":
             self.scale, self.offset, self.offset_source = 255.0, 0.0, "true-colour image"
+        elif self.level == "S1":
+            self.scale, self.offset, self.offset_source = 1.0, 0.0, "backscatter (dB)"
         else:
             self.scale = float(parts.scale or 10000.0)
             if offset is not None:
@@ -78,7 +81,17 @@ class Scene:
         self.band_resolution: dict[str, float] = {f.name: f.resolution_m for f in self._files}
         self.nodata: float | None = self._files[0].nodata
         self.metadata: dict = dict(parts.extra)
+        #: per band: (offset, scale, from_linear) taking stored values to the table's units
+        self._conv: tuple[tuple[float, float, bool], ...] = tuple(self._conversion(f) for f in self._files)
         self._handles: dict = {}
+
+    def _conversion(self, bf: BandFile) -> tuple[float, float, bool]:
+        """How ``bf``'s stored values become the units of the band table: Sentinel-2 bands
+        ``(DN - offset) / scale`` (true colour: / 255), Sentinel-1 dB as stored, linear power
+        through ``10 log10``."""
+        if BANDS[bf.name].units == "dB":
+            return 0.0, 1.0, bf.stored == "linear"
+        return self.offset, self.scale, False
 
     # ---- pickling / lifetime ----------------------------------------------------------------
     def __getstate__(self):
@@ -143,6 +156,8 @@ class Scene:
                         height=self.grid.height, resampling=resampling)
             if bf.nodata is not None:
                 opts.update(src_nodata=bf.nodata, nodata=bf.nodata)
+            elif not np.issubdtype(np.dtype(bf.dtype), np.integer):
+                opts.update(nodata=float("nan"))    # outside a stacked scene's footprint: nodata, not 0
             cache[key] = WarpedVRT(raw, **opts)
         return cache[key]
 
@@ -192,6 +207,24 @@ class Scene:
             data = np.zeros((len(files), h, w), np.float32)
         return data, bad
 
+    def _to_units(self, data: np.ndarray, idx: Sequence[int | None], bad: np.ndarray) -> None:
+        """Stored values -> the band table's units, in place (the same float32 arithmetic for
+        every band of one conversion, no temporaries); nodata pixels 0."""
+        scene_conv = (self.offset, self.scale, False)     # zero-filled bands: as the scene's own
+        convs = [scene_conv if i is None else self._conv[i] for i in idx]
+        if all(c == convs[0] for c in convs):
+            data -= np.float32(convs[0][0])
+            data /= np.float32(convs[0][1])
+        else:
+            for k, (offset, scale, _) in enumerate(convs):
+                data[k] -= np.float32(offset)
+                data[k] /= np.float32(scale)
+        for k, (_, _, from_linear) in enumerate(convs):
+            if from_linear:
+                np.log10(np.maximum(data[k], np.float32(1e-10)), out=data[k])
+                data[k] *= np.float32(10.0)
+        data[bad] = 0
+
     def read(self, window: Window | None = None, bands=None, *, units: str = "reflectance",
              fill_missing: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Read bands over a window of the scene grid.
@@ -199,7 +232,8 @@ class Scene:
         Returns ``(data, valid)``: float32 (C, h, w) and bool (h, w). ``window`` may reach
         outside the grid: there ``data`` is 0 and ``valid`` False. ``valid`` is False wherever
         any requested band is nodata (its ``data`` is 0 there). ``units="reflectance"`` gives
-        ``(DN - offset) / scale``; ``"dn"`` the stored values. ``bands`` (names, or
+        each band in the units of the band table: Sentinel-2 ``(DN - offset) / scale``, true
+        colour ``value / 255``, Sentinel-1 dB; ``"dn"`` the stored values. ``bands`` (names, or
         ``"B02,B03"``) selects and orders bands; with ``fill_missing`` absent bands are zeros.
         """
         if units not in ("reflectance", "dn"):
@@ -211,10 +245,8 @@ class Scene:
             return np.zeros((len(names), window.height, window.width), np.float32), np.zeros(window.shape, bool)
         files = [None if i is None else self._files[i] for i in idx]
         part, bad = self._read_inside(files, inside, BAND_RESAMPLING)
-        if units == "reflectance":     # in place: the same float32 arithmetic, no temporaries
-            part -= np.float32(self.offset)
-            part /= np.float32(self.scale)
-            part[bad] = 0
+        if units == "reflectance":
+            self._to_units(part, idx, bad)
         if inside == window:
             return part, ~bad.any(axis=0)
         data = np.zeros((len(names), window.height, window.width), np.float32)
@@ -256,8 +288,7 @@ class Scene:
         files = [self._files[i] for i in idx]  # type: ignore[index]
         data, bad = self._read_inside(files, window, BAND_RESAMPLING, out_shape=shape)
         if units == "reflectance":
-            data = (data - np.float32(self.offset)) / np.float32(self.scale)
-            data[bad] = 0
+            self._to_units(data, idx, bad)
         return data, ~bad.any(axis=0)
 
     def quicklook(self, window: Window | None = None, max_size: int = 1024) -> np.ndarray:

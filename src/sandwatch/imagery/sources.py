@@ -36,7 +36,7 @@ import numpy as np
 import rasterio
 from rasterio.errors import RasterioIOError
 
-from sandwatch.bands import L1C_BANDS, L2A_BANDS, RGB_BANDS, canonical_band, parse_band_list
+from sandwatch.bands import BANDS, L1C_BANDS, L2A_BANDS, RGB_BANDS, S1_BANDS, band_order, canonical_band, parse_band_list
 from sandwatch.errors import SandwatchError
 from sandwatch.grid import Grid
 
@@ -62,6 +62,8 @@ class BandFile:
     nodata: float | None
     dtype: str
     resolution_m: float
+    #: how a Sentinel-1 band's values are stored: "dB" or "linear" (power); "" for other bands
+    stored: str = ""
 
 
 @dataclass
@@ -116,7 +118,35 @@ def _band_file(name: str, path: str, index: int, ds) -> BandFile:
     dtype = ds.dtypes[index - 1]
     if nodata is None and np.issubdtype(np.dtype(dtype), np.integer):
         nodata = 0.0
-    return BandFile(name, path, index, grid, None if nodata is None else float(nodata), dtype, _resolution_m(grid))
+    stored = _backscatter_units(path, index, ds) if BANDS[name].units == "dB" else ""
+    return BandFile(name, path, index, grid, None if nodata is None else float(nodata), dtype, _resolution_m(grid),
+                    stored)
+
+
+_DB_WORDS = ("DB", "DECIBEL", "DECIBELS")
+_LINEAR_WORDS = ("LINEAR", "POWER", "INTENSITY", "AMPLITUDE^2", "NATURAL")
+
+
+def _backscatter_units(path: str, index: int, ds) -> str:
+    """``"dB"`` or ``"linear"`` for a Sentinel-1 band: the band's units metadata, or the tags
+    ``S1_UNITS`` / ``UNITS``; without them, a small decimated read decides (backscatter in dB
+    is negative over nearly every surface, linear power never is)."""
+    declared = [ds.units[index - 1] if ds.units else "", ds.tags(index).get("UNITS", ""),
+                ds.tags().get("S1_UNITS", ""), ds.tags().get("UNITS", "")]
+    for text in declared:
+        key = str(text or "").strip().upper()
+        if key in _DB_WORDS:
+            return "dB"
+        if key in _LINEAR_WORDS:
+            return "linear"
+    side = max(1, min(64, ds.width, ds.height))
+    sample = ds.read(index, out_shape=(side, side), out_dtype="float64")
+    nodata = ds.nodatavals[index - 1]
+    values = sample[np.isfinite(sample) & (sample != nodata if nodata is not None else True)]
+    if values.size == 0:
+        raise SandwatchError.about(path, f"band {index} holds no valid backscatter to tell dB from linear",
+                                   "set the band's units metadata to dB or linear (gdal_edit.py -units dB)")
+    return "dB" if (values < 0).mean() > 0.5 else "linear"
 
 
 _DATE_PATTERNS = [
@@ -181,6 +211,8 @@ def parts_from_file(path: str, bands=None) -> SceneParts:
     names_set = {f.name for f in files}
     if names_set <= set(RGB_BANDS) and files[0].dtype == "uint8":
         parts.level = "RGB"
+    elif names_set <= set(S1_BANDS):
+        parts.level = "S1"
     else:
         parts.level = (
             _level_from_text(tags.get("PROCESSING_LEVEL") or tags.get("LEVEL") or tags.get("PRODUCT_TYPE"))
@@ -244,7 +276,7 @@ def _names_from_descriptions(path: str, ds) -> list[str]:
 
 
 # ---- 2. a folder of per-band files (plain, or a SAFE product) ---------------------------------
-_BAND_FILE = re.compile(r"(?:^|_)(B0?[1-9]|B1[0-2]|B8A|SCL)(?:_(\d+)m)?\.(?:jp2|tiff?|vrt)$", re.IGNORECASE)
+_BAND_FILE = re.compile(r"(?:^|_)(B0?[1-9]|B1[0-2]|B8A|SCL|VV|VH)(?:_(\d+)m)?\.(?:jp2|tiff?|vrt)$", re.IGNORECASE)
 
 
 def _candidate_files(folder: Path) -> tuple[list[Path], Path | None]:
@@ -298,11 +330,13 @@ def parts_from_folder(folder: Path) -> SceneParts:
                 folder, f"holds band {name} twice ({Path(options[0].path).name} and {Path(options[1].path).name})",
                 "keep one file per band in the folder")
         chosen[name] = options[0]
-    ordered = [chosen[n] for n in (*L1C_BANDS,) if n in chosen]
+    ordered = [chosen[n] for n in band_order([n for n in chosen if n != "SCL"])]
     parts = SceneParts(source=str(folder), bands=ordered, scl=chosen.get("SCL"))
     _check_same_extent(folder, ordered + ([parts.scl] if parts.scl else []))
     names = {f.name for f in ordered}
     parts.level = "L1C" if "B10" in names else ("L2A" if parts.scl is not None else None)
+    if names <= set(S1_BANDS):
+        parts.level = "S1"
     if safe_root is not None:
         _safe_metadata(safe_root, parts)
     if safe_root is None:

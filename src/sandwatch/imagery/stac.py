@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from sandwatch.bands import L1C_BANDS, RGB_BANDS, canonical_band
+from sandwatch.bands import RGB_BANDS, band_order, canonical_band
 from sandwatch.errors import SandwatchError
 from sandwatch.imagery.sources import (
     BandFile,
@@ -172,7 +172,7 @@ def parts_from_stac(location: str, access: StacAccess | None = None) -> ScenePar
         ds = _open_header(href)
         with ds:
             files[name] = _band_file(name, href, 1, ds)
-    ordered = [files[n] for n in L1C_BANDS if n in files]
+    ordered = [files[n] for n in band_order([n for n in files if n != "SCL"])]
     parts = SceneParts(source=str(location), bands=ordered, scl=files.get("SCL"),
                        remote=any(is_url(f.path) for f in files.values()))
     _check_same_extent(location, list(files.values()))

@@ -75,9 +75,7 @@ class ObservationSource:
     @property
     def scene(self):
         if self._scene is None:
-            from sandwatch.imagery import open_scene
-
-            self._scene = open_scene(self.obs.scene, bands=self.obs.bands)
+            self._scene = self.obs.open_scene()
         return self._scene
 
     @property

@@ -199,9 +199,7 @@ def scene_bands(cfg: TrainConfig, observations) -> tuple[str, ...] | None:
     are true-colour images (detected from the files); None: the architecture's default."""
     if cfg.model.bands or not observations:
         return tuple(cfg.model.bands) if cfg.model.bands else None
-    from sandwatch.imagery import open_scene
-
-    first = open_scene(observations[0].scene, bands=observations[0].bands)
+    first = observations[0].open_scene()
     if first.level == "RGB":
         from sandwatch.bands import RGB_BANDS
 
