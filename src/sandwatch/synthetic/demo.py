@@ -5,6 +5,7 @@
     OUT/manifest.yaml                     sandwatch manifest (relative paths, lat/lon, rivers)
     OUT/sites.yaml                        what each site is meant to show (kind, CRS, dates)
     OUT/site00/2021-01-10.tif             13-band L1C-like uint16 GeoTIFF, UTM, 10 m
+    OUT/site00/2021-01-12_s1.tif          Sentinel-1 VV, VH (dB, float32, EPSG:4326), 2 days later
     OUT/site00/2021-01-10.png             true-colour quicklook
     OUT/site00/2021-01-10_mining.geojson  mining polygons, EPSG:4326, property Confidence
     OUT/site00/rivers.geojson             river centre line, EPSG:4326
@@ -33,6 +34,7 @@ from sandwatch.published import AOI_BUFFER_M
 from sandwatch.synthetic.files import (mask_to_polygons, stretch_true_colour, utm_grid, write_lines,
                                        write_polygons, write_quicklook, write_scene)
 from sandwatch.synthetic.landscape import SceneTruth, SiteLandscape, SiteSpec
+from sandwatch.synthetic.sar import S1_DAYS_AFTER, render_backscatter, write_backscatter
 from sandwatch.synthetic.scenes import cloud_opacity, with_clouds
 from sandwatch.synthetic.spectra import RenderOptions, render_bands
 
@@ -61,6 +63,8 @@ class DemoConfig:
     aoi_buffer_m: float = AOI_BUFFER_M
     quicklook_max: int = 1024
     render: RenderOptions = RenderOptions()
+    #: a Sentinel-1 scene beside every Sentinel-2 scene (the observation's ``s1``)
+    s1: bool = True
 
 
 def _n_groups(sites: int) -> int:
@@ -148,10 +152,11 @@ def _site_clouds(clouds: CloudsArg, name: str) -> dict[dt.date, float]:
 
 def write_site(spec: SiteSpec, out_dir: str | os.PathLike, *, res: float = 10.0,
                render: RenderOptions = RenderOptions(), quicklook_max: int = 1024,
-               clouds: Mapping[dt.date, float] | None = None) -> list[Observation]:
+               clouds: Mapping[dt.date, float] | None = None, s1: bool = True) -> list[Observation]:
     """Write all dates of one site (scenes, quicklooks, polygons, river line); return its observations.
     ``clouds``: cloud cover (0..1) per date, blended in with :func:`sandwatch.synthetic.with_clouds`
-    (the polygons still show the mining under the clouds)."""
+    (the polygons still show the mining under the clouds; radar sees through them). ``s1``: also
+    a Sentinel-1 scene per date, :data:`~sandwatch.synthetic.sar.S1_DAYS_AFTER` days later."""
     out_dir = Path(out_dir)
     site_dir = out_dir / spec.name
     site_dir.mkdir(parents=True, exist_ok=True)
@@ -185,8 +190,13 @@ def write_site(spec: SiteSpec, out_dir: str | os.PathLike, *, res: float = 10.0,
         write_quicklook(site_dir / f"{stem}.png", rgb, max_size=quicklook_max)
         geoms, conf = scene_polygons(truth, grid)
         ann = write_polygons(site_dir / f"{stem}_mining.geojson", geoms, grid, confidence=conf)
+        s1_path = None
+        if s1:
+            s1_date = date + dt.timedelta(days=S1_DAYS_AFTER)
+            db = render_backscatter(truth, seed=np.random.SeedSequence(list(spec.seed) + [3000 + k]))
+            s1_path = str(write_backscatter(site_dir / f"{s1_date.isoformat()}_s1.tif", db, grid, date=s1_date))
         observations.append(Observation(site=spec.name, date=date, scene=str(scene_path), annotations=str(ann),
-                                        rivers=str(rivers), latitude=spec.lat, longitude=spec.lon))
+                                        rivers=str(rivers), latitude=spec.lat, longitude=spec.lon, s1=s1_path))
     return observations
 
 
@@ -196,7 +206,7 @@ def write_demo_data(out_dir: str | os.PathLike, sites: int = 6, size: int = 512,
     """Write a synthetic demo dataset to ``out_dir`` and return the path of its ``manifest.yaml``.
 
     Per site: one 13-band L1C-like GeoTIFF per date (two by default, see :func:`plan_sites` for
-    ``dates``), mining polygons per date, the river centre line, PNG quicklooks. Sites lie in a
+    ``dates``) with a Sentinel-1 VV/VH scene two days later (``config.s1``), mining polygons per date, the river centre line, PNG quicklooks. Sites lie in a
     few geographic groups across India (UTM zones 43-46) so a geographic split makes sense.
     Deterministic for a given seed. A 6-site, 512 px dataset takes a few seconds.
     ``clouds``: ``{site name: {date: cover 0..1}}`` puts clouds over those scenes.
@@ -212,7 +222,7 @@ def write_demo_data(out_dir: str | os.PathLike, sites: int = 6, size: int = 512,
     observations: list[Observation] = []
     for spec in tqdm(specs, desc="demo sites", unit="site", disable=not progress):
         observations += write_site(spec, out_dir, res=cfg.res, render=cfg.render, quicklook_max=cfg.quicklook_max,
-                                   clouds=_site_clouds(clouds, spec.name))
+                                   clouds=_site_clouds(clouds, spec.name), s1=cfg.s1)
     manifest = Manifest(name="sandwatch-demo", aoi_buffer_m=cfg.aoi_buffer_m, observations=observations)
     info = {"seed": cfg.seed, "size": cfg.size, "sites": [
         {"name": s.name, "kind": s.kind, "group": SITE_GROUPS[s.group][0], "longitude": s.lon, "latitude": s.lat,

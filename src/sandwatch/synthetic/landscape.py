@@ -28,6 +28,7 @@ from scipy import ndimage
 from shapely.geometry import LineString, Point
 from shapely.ops import nearest_points
 
+from sandwatch.synthetic.mining import ClusterPlan, paint_cluster, plan_mining, progress
 from sandwatch.synthetic.spectra import Surface, smooth_noise
 
 SITE_KINDS = ("growing", "stopping", "never", "stable")
@@ -93,25 +94,6 @@ def _noise1d(rng: np.random.Generator, n: int, scale: float) -> np.ndarray:
 def _seasonal_water(date: dt.date) -> float:
     """Monsoon rivers: high in Aug-Sep, low in Feb-Apr (a width factor around 1)."""
     return 1.0 + 0.3 * math.cos(2 * math.pi * (date.month - 8.5) / 12)
-
-
-@dataclass
-class _ClusterPlan:
-    index: int
-    cx: float
-    cy: float
-    radius: float
-    seeds: np.ndarray         # (n, 2) x, y in order of excavation
-    pit_r: np.ndarray         # (n,)
-    disturb: float
-    spot: tuple[float, float]  # stockpile spot on the bank
-    track: LineString
-    low: bool
-    onset: float              # time fraction (0..1) at which mining starts
-    stop: float               # time fraction after which it is abandoned (>1: never)
-    p0: float                 # progress at onset
-    turbid: float
-    seed: int
 
 
 class SiteLandscape:
@@ -182,9 +164,9 @@ class SiteLandscape:
         # ---- villages, tanks, roads --------------------------------------------------------
         self._villages(rng)
         # ---- mining plan -------------------------------------------------------------------
-        self.clusters: list[_ClusterPlan] = []
+        self.clusters: list[ClusterPlan] = []
         if spec.kind != "never":
-            self._plan_mining(rng)
+            self.clusters = plan_mining(self, rng)
 
     # ------------------------------------------------------------------ geometry helpers ----
     def to_xy(self, u: np.ndarray, across: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -210,7 +192,7 @@ class SiteLandscape:
         lo, hi = ids[0], ids[-1] + 1
         return LineString(np.column_stack([x[lo:hi], y[lo:hi]]))
 
-    def _water_d(self, level: float) -> np.ndarray:
+    def water_distance(self, level: float) -> np.ndarray:
         out = None
         for centre, width in self.threads:
             d = np.abs(self.dc - centre[self.idx]) - width[self.idx] * level
@@ -221,7 +203,7 @@ class SiteLandscape:
         """Natural pools on the sandbars: small, elongated along the flow."""
         s = self.size
         self.puddles = np.zeros((s, s), bool)
-        wd = self._water_d(1.0)
+        wd = self.water_distance(1.0)
         ii, jj = np.nonzero((self.bed_d[::4, ::4] < -6) & (wd[::4, ::4] > 6))
         n = min(ii.size, int(rng.poisson(4 * s / 512)))
         for k in rng.choice(ii.size, n, replace=False) if n else []:
@@ -312,71 +294,6 @@ class SiteLandscape:
         self.road &= outside
         self.dirt &= outside & ~self.road
 
-    # ------------------------------------------------------------------ mining plan ---------
-    def _plan_mining(self, rng: np.random.Generator) -> None:
-        s = self.size
-        kind = self.spec.kind
-        wd = self._water_d(1.0)
-        step = 3
-        sub = (slice(step // 2, None, step), slice(step // 2, None, step))
-        cand = (self.bed_d[sub] < -4) & (wd[sub] > 3) & (wd[sub] < 28)
-        ii, jj = np.nonzero(cand)
-        ys, xs = ii * step + step // 2 + 0.5, jj * step + step // 2 + 0.5
-        border = 30
-        ok = (xs > border) & (xs < s - border) & (ys > border) & (ys < s - border)
-        xs, ys = xs[ok], ys[ok]
-        n_main = max(1, int(round(rng.uniform(2.5, 4.0) * s / 512)))
-        n_total = n_main + (1 if kind == "growing" else 0)
-        chosen: list[tuple[float, float]] = []
-        order = rng.permutation(xs.size)
-        for k in order:
-            if len(chosen) >= n_total:
-                break
-            x, y = float(xs[k]), float(ys[k])
-            if all(math.hypot(x - a, y - b) > 110 for a, b in chosen):
-                chosen.append((x, y))
-        for i, (cx, cy) in enumerate(chosen):
-            late = kind == "growing" and i == len(chosen) - 1 and len(chosen) > 1
-            radius = float(rng.uniform(20, 36))
-            n = int(rng.integers(8, 16))
-            along = np.array([self.c, self.sn])
-            across = np.array([-self.sn, self.c])
-            off = (rng.uniform(-1.5, 1.5, (n, 1)) * along + rng.uniform(-0.6, 0.6, (n, 1)) * across) * radius
-            off[0] = 0
-            seeds = np.array([cx, cy]) + off
-            seeds = seeds[np.argsort(np.hypot(*(seeds - seeds[0]).T), kind="stable")]
-            pit_r = rng.uniform(2.2, 6.0, n)
-            u = self.u_of(cx, cy)
-            iu = int(np.clip(round((u - self.u0) / self.du), 0, self.ugrid.size - 1))
-            side = 1.0 if self.dc[min(int(cy), s - 1), min(int(cx), s - 1)] >= 0 else -1.0
-            sx, sy = self.to_xy(np.array([u]), np.array([side * (self.bed_half[iu] + 3)]))
-            spot = (float(sx[0]), float(sy[0]))
-            end_d = self.road_dist if side == self.road_side else self.bed_half[iu] + rng.uniform(40, 90)
-            ex, ey = self.to_xy(np.array([u + rng.uniform(-20, 20)]), np.array([side * end_d]))
-            track = LineString([(cx, cy), spot, (float(ex[0]), float(ey[0]))])
-            if kind == "growing":
-                onset, stop, p0 = (0.5, 9.0, 0.6) if late else (0.0, 9.0, 0.35)
-            elif kind == "stable":
-                onset, stop, p0 = 0.0, 9.0, 0.8
-            else:  # stopping
-                onset, stop, p0 = 0.0, 0.5, 1.0
-            self.clusters.append(_ClusterPlan(
-                index=i, cx=cx, cy=cy, radius=radius, seeds=seeds, pit_r=pit_r,
-                disturb=float(rng.uniform(6, 12)), spot=spot, track=track, low=bool(rng.random() < 0.2),
-                onset=onset, stop=stop, p0=p0, turbid=float(rng.uniform(0.2, 0.8)),
-                seed=int(rng.integers(2**31))))
-
-    def _progress(self, plan: _ClusterPlan, t: float) -> tuple[float, bool]:
-        """(progress 0..1, active) of a cluster at time fraction t."""
-        if t < plan.onset:
-            return 0.0, False
-        if plan.stop <= 1.0:
-            return plan.p0, t < plan.stop
-        span = max(1.0 - plan.onset, 1e-6)
-        if self.spec.kind == "growing":
-            return plan.p0 + (1 - plan.p0) * (t - plan.onset) / span, True
-        return plan.p0, True
-
     # ------------------------------------------------------------------ one date -------------
     def scene(self, k: int) -> SceneTruth:
         """The surface map and mining of date index ``k`` of the site's dates."""
@@ -413,7 +330,7 @@ class SiteLandscape:
         wt[rip] = np.clip(0.3 + 0.3 * self.rip_noise[rip], 0, 0.8)
         bright[rip] = 1.0
         # sandy bed: dry sand, wetter towards the water
-        wd = self._water_d(level)
+        wd = self.water_distance(level)
         bed = self.bed_d <= 0
         # wetter near the water, plus natural damp hollows on the bars (a confuser for mining)
         moist = (np.clip(1 - wd / self.wet_width, 0, 1) ** 1.5 + 0.45 * np.clip(self.moist_noise - 0.7, 0, None)
@@ -433,7 +350,7 @@ class SiteLandscape:
         water = wd < 0
         turb = np.clip(0.45 + 0.2 * self.moist_noise + 0.15 * (level - 1) * 3, 0, 1)
         for plan in self.clusters:
-            p, active = self._progress(plan, t)
+            p, active = progress(plan, spec.kind, t)
             if active and p > 0:  # turbid plume near active mining
                 win, d2 = self._local_sq(plan.cx, plan.cy, 90)
                 turb[win] += 0.5 * np.exp(-d2 / (2 * 30.0**2))
@@ -454,14 +371,14 @@ class SiteLandscape:
         mine = np.zeros((s, s), bool)
         clusters: list[MineCluster] = []
         for plan in self.clusters:
-            p, active = self._progress(plan, t)
+            p, active = progress(plan, spec.kind, t)
             if p <= 0:
                 continue
             months = 0.0
             if not active:
                 stop_date = d0 + dt.timedelta(days=plan.stop * span_days)
                 months = max(0.0, (date - stop_date).days / 30.0)
-            cmask = self._paint_cluster(plan, p, active, months, surf, sec, wt, bright, wd)
+            cmask = paint_cluster(self, plan, p, active, months, surf, sec, wt, bright, wd)
             if cmask is None or not cmask.any():
                 continue
             mine |= cmask
@@ -477,79 +394,3 @@ class SiteLandscape:
         yy = (np.arange(r0, r1, dtype=np.float32) + 0.5 - cy) ** 2
         xx = (np.arange(c0, c1, dtype=np.float32) + 0.5 - cx) ** 2
         return (slice(r0, r1), slice(c0, c1)), yy[:, None] + xx[None, :]
-
-    def _paint_cluster(self, plan: _ClusterPlan, p: float, active: bool, months: float, surf, sec, wt, bright,
-                       wd) -> np.ndarray | None:
-        s = self.size
-        pts = np.vstack([plan.seeds, [plan.spot]])
-        pad = int(plan.disturb + 20)
-        c0 = max(0, int(pts[:, 0].min()) - pad)
-        c1 = min(s, int(pts[:, 0].max()) + pad)
-        r0 = max(0, int(pts[:, 1].min()) - pad)
-        r1 = min(s, int(pts[:, 1].max()) + pad)
-        if r1 <= r0 or c1 <= c0:
-            return None
-        win = (slice(r0, r1), slice(c0, c1))
-        shape = (r1 - r0, c1 - c0)
-        crng = np.random.default_rng(plan.seed)  # static per cluster: pits persist across dates
-        n1 = smooth_noise(crng, shape, 2.5)
-        n2 = smooth_noise(crng, shape, 4)
-        hf = np.clip(0.55 + 0.4 * smooth_noise(crng, shape, 1.6), 0, 1)
-        puddle_noise = smooth_noise(crng, shape, 1.5)
-        yy, xx = np.mgrid[r0:r1, c0:c1].astype(np.float32) + 0.5
-        n_dug = int(math.ceil(p * len(plan.seeds)))
-        shrink = max(0.55, 1 - months / 24) if not active else 1.0
-        pits = np.zeros(shape, bool)
-        for (sx, sy), r in zip(plan.seeds[:n_dug], plan.pit_r[:n_dug]):
-            pits |= (np.hypot(xx - sx, yy - sy) / (r * shrink) + 0.35 * n1) < 1
-        land = (wd[win] >= 0) & (self.bed_d[win] < 5)
-        pits &= land
-        dist = ndimage.distance_transform_edt(~pits) if pits.any() else np.full(shape, 1e9)
-        reach = plan.disturb * (0.6 + 0.4 * p)
-        if not active:
-            reach *= max(0.3, 1 - months / 12)
-        disturbed = (dist < reach + 2 * n2) & ~pits & land
-        piles = np.zeros(shape, bool)
-        if active:
-            prng = np.random.default_rng(plan.seed + 1)
-            for _ in range(int(prng.integers(2, 6))):
-                along = prng.uniform(-12, 12)
-                px = plan.spot[0] + along * self.c + prng.uniform(-3, 3) * -self.sn
-                py = plan.spot[1] + along * self.sn + prng.uniform(-3, 3) * self.c
-                piles |= (np.hypot(xx - px, yy - py) / prng.uniform(1.5, 3.0) + 0.2 * n2) < 1
-            piles &= wd[win] >= 0
-            # access track from the bank to the road, through vegetation and fields (drawn in its bbox)
-            x0, y0, x1, y1 = plan.track.bounds
-            tr0, tr1 = max(0, int(y0) - 1), min(s, int(y1) + 2)
-            tc0, tc1 = max(0, int(x0) - 1), min(s, int(x1) + 2)
-            if tr1 > tr0 and tc1 > tc0:
-                tw = (slice(tr0, tr1), slice(tc0, tc1))
-                track = rasterio.features.rasterize(
-                    [(plan.track, 1)], out_shape=(tr1 - tr0, tc1 - tc0), transform=Affine.translation(tc0, tr0),
-                    dtype="uint8").astype(bool) & (wd[tw] >= 0) & ~self.built[tw]
-                surf[tw][track], sec[tw][track], wt[tw][track] = Surface.TRACK, Surface.DRY_SAND, 0.3
-                bright[tw][track] = 1.0
-        S, SE, W, B = surf[win], sec[win], wt[win], bright[win]
-        if active:
-            # churned sand: a mottle of wet and dry, darker where freshly dug
-            S[disturbed], SE[disturbed] = Surface.DRY_SAND, Surface.WET_SAND
-            W[disturbed] = hf[disturbed]
-            fresh = disturbed & (dist < 0.5 * reach)
-            S[fresh] = Surface.DISTURBED_SAND
-            B[disturbed] = 1.0 + 0.12 * (hf[disturbed] - 0.5)
-            puddles = disturbed & (puddle_noise > 1.8)
-            S[puddles], SE[puddles], W[puddles] = Surface.PIT_WATER, Surface.WET_SAND, 0.3
-            S[pits], SE[pits], W[pits] = Surface.PIT_WATER, Surface.TURBID_WATER, plan.turbid
-            S[piles], SE[piles], W[piles] = Surface.STOCKPILE, Surface.DRY_SAND, 0.2
-            B[piles] = 1.0 + 0.08 * n2[piles]
-        else:
-            regrow = min(0.6, months / 12)
-            S[disturbed], SE[disturbed] = Surface.WET_SAND, Surface.GRASS if regrow > 0.2 else Surface.DRY_SAND
-            W[disturbed] = np.clip(0.45 + 0.25 * (hf[disturbed] - 0.5) * (1 - regrow), 0, 1) if regrow <= 0.2 \
-                else regrow
-            B[disturbed] = 1.0
-            S[pits], SE[pits], W[pits] = Surface.CLEAR_WATER, Surface.POND, 0.4
-        B[pits] = 1.0
-        out = np.zeros((s, s), bool)
-        out[win] = pits | disturbed | piles
-        return out
