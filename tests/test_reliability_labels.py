@@ -127,7 +127,7 @@ def swapped_manifest(demo, tmp_path) -> tuple[Path, Path]:
     assert json.loads(wrong.read_text())["features"], "the demo's site01 has mining polygons"
     obs["annotations"] = str(wrong)
     for o in data["observations"]:
-        for key in ("scene", "rivers", "annotations"):
+        for key in ("scene", "rivers", "annotations", "s1"):
             if o.get(key) and not Path(o[key]).is_absolute():
                 o[key] = str(demo / o[key])
     path = tmp_path / "swapped.yaml"
