@@ -78,18 +78,12 @@ class Observation(BaseModel):
         scene = open_scene(self.scene, bands=self.bands)
         return stack_scenes(scene, open_scene(self.s1)) if self.s1 else scene
 
-    @field_validator("latitude")
+    @field_validator("latitude", "longitude")
     @classmethod
-    def _lat(cls, v):
-        if v is not None and not -90 <= v <= 90:
-            raise ValueError("latitude must be within -90..90")
-        return v
-
-    @field_validator("longitude")
-    @classmethod
-    def _lon(cls, v):
-        if v is not None and not -180 <= v <= 180:
-            raise ValueError("longitude must be within -180..180")
+    def _degrees(cls, v, info):
+        limit = 90 if info.field_name == "latitude" else 180
+        if v is not None and not -limit <= v <= limit:
+            raise ValueError(f"{info.field_name} must be within -{limit}..{limit}")
         return v
 
 
