@@ -62,7 +62,9 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="sandwatch")
-def cli():
+@click.option("-v", "--verbose", is_flag=True,
+              help="Also show what the libraries print (Lightning tips, MLflow database set-up, known deprecations).")
+def cli(verbose):
     """Find and monitor river sand mining in Sentinel-2 imagery.
 
     \b
@@ -70,15 +72,20 @@ def cli():
       sandwatch demo-data demo/ --sites 6          # or bring your own scenes + polygons
       sandwatch info demo/site00/2021-01-15.tif     # what is in a scene
       sandwatch dataset split demo/manifest.yaml --clusters 3
-      sandwatch train config.yaml                   # -> run/checkpoints/best.ckpt
-      sandwatch predict run/checkpoints/best.ckpt SCENE.tif -o maps/
+      sandwatch train config.yaml                   # -> run/checkpoints/best.pt
+      sandwatch predict run/checkpoints/best.pt SCENE.tif -o maps/
 
     Every command has its own --help with examples.
     """
+    from sandwatch.chatter import quiet_libraries
+
+    quiet_libraries(verbose)
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
-    click.echo(f"warning: {message}", err=True)
+    from tqdm import tqdm
+
+    tqdm.write(f"warning: {message}", file=sys.stderr)   # above any progress bar, not through it
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,6 @@ artifacts). A resumed run continues the same MLflow run (its id is kept in ``RUN
 from __future__ import annotations
 
 import json
-import logging
 import uuid
 from pathlib import Path
 
@@ -47,8 +46,6 @@ def make_logger(cfg, run_dir: Path, resume: bool = False):
     if backend == "mlflow":
         from lightning.pytorch.loggers import MLFlowLogger
 
-        for noisy in ("mlflow", "alembic"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
         try:
             import alembic  # noqa: F401  (the SQLite store needs it)
         except ImportError:
