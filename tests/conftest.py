@@ -3,6 +3,8 @@ absent), a UTM grid and a GeoTIFF writer for small synthetic rasters."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,9 @@ import rasterio
 from affine import Affine
 
 from sandwatch.grid import Grid
+
+# Caches (the `sandwatch models` listing) go to a folder of this test session, not the user's ~/.cache.
+os.environ["SANDWATCH_CACHE"] = tempfile.mkdtemp(prefix="sandwatch-test-cache-")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

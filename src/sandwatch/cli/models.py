@@ -36,9 +36,10 @@ def models(ctx, as_json):
     """
     if ctx.invoked_subcommand is not None:
         return
-    from sandwatch.models.registry import LAYOUTS, parameter_table
+    from sandwatch.models.listing import zoo_listing
 
-    rows = parameter_table()
+    listing = zoo_listing()
+    rows = listing["models"]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -55,8 +56,8 @@ def models(ctx, as_json):
     click.echo("\ntrainable = parameters that train by default (encoder frozen: the decoder only); "
                "lr, batch = the published values.")
     click.echo("weight layouts (`sandwatch models inspect FILE` checks a file):")
-    for layout in LAYOUTS.values():
-        click.echo(f"  {layout.name}: {layout.description}")
+    for layout in listing["layouts"]:
+        click.echo(f"  {layout['name']}: {layout['description']}")
 
 
 @models.command("inspect")

@@ -21,34 +21,27 @@ Imports within the package go one way: base, spec -> families -> zoo -> weights 
 -> checkpoint.
 """
 
-from sandwatch.models.base import SegmentationModel, count_parameters, set_trainable
-from sandwatch.models.checkpoint import Checkpoint
-from sandwatch.models.registry import (
-    Inspection,
-    build_model,
-    check_window,
-    default_band_spec,
-    inspect_weights,
-    parameter_table,
-    prepare_input,
-    select_bands,
-)
-from sandwatch.models.spec import (
-    FileFacts,
-    ModelSpec,
-    WeightLayout,
-    channelwise_normalization,
-    native_range,
-)
-from sandwatch.models.weights import (
-    LoadReport,
-    WeightsFile,
-    detect_layout,
-    load_pretrained,
-    read_weights,
-    safe_load,
-)
-from sandwatch.models.zoo import LAYOUTS, MODELS, get_spec, register, unregister
+import importlib
+
+# Exports resolve on first use (PEP 562), so a light submodule (``listing``) can be imported
+# without torch; ``from sandwatch.models import build_model`` works as before.
+_EXPORTS = {
+    "base": ("SegmentationModel", "count_parameters", "set_trainable"),
+    "checkpoint": ("Checkpoint",),
+    "registry": ("Inspection", "build_model", "check_window", "default_band_spec", "inspect_weights",
+                 "parameter_table", "prepare_input", "select_bands"),
+    "spec": ("FileFacts", "ModelSpec", "WeightLayout", "channelwise_normalization", "native_range"),
+    "weights": ("LoadReport", "WeightsFile", "detect_layout", "load_pretrained", "read_weights", "safe_load"),
+    "zoo": ("LAYOUTS", "MODELS", "get_spec", "register", "unregister"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"sandwatch.models.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'sandwatch.models' has no attribute {name!r}")
+
 
 __all__ = [
     "LAYOUTS",

@@ -49,9 +49,17 @@ class Checkpoint:
     threshold: float = 0.5
     temperature: float = 1.0   #: probability = sigmoid(logit / temperature), fitted on validation data
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: the file it was loaded from ("" when built in memory); not saved
+    path: str = field(default="", compare=False)
 
     def __post_init__(self):
         self.temperature = check_temperature(self.temperature, "checkpoint")
+
+    @property
+    def n_parameters(self) -> int:
+        """Number of parameter values in the weights (batch-norm running statistics left out)."""
+        buffers = ("running_mean", "running_var", "num_batches_tracked")
+        return int(sum(v.numel() for k, v in self.state_dict.items() if hasattr(v, "numel") and not k.endswith(buffers)))
 
     @property
     def bands(self) -> tuple[str, ...]:
@@ -122,7 +130,9 @@ class Checkpoint:
         d = read_checkpoint_file(path)
         if "sandwatch" in d and isinstance(d["sandwatch"], dict):  # Lightning checkpoint
             d = d["sandwatch"]
-        return cls.from_dict(d, source=path)
+        ckpt = cls.from_dict(d, source=path)
+        ckpt.path = str(path.resolve())
+        return ckpt
 
     def build_model(self, device: str | torch.device = "cpu") -> torch.nn.Module:
         """The model with these weights, in eval mode, on ``device``."""

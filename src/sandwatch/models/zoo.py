@@ -64,3 +64,6 @@ def get_spec(arch: str) -> ModelSpec:
 register(*unet.SPECS)
 register(*resnet_unet.SPECS)
 register(*satmae.SPECS)
+
+#: The zoo's own models (what ``sandwatch models`` lists; plug-ins registered later are extra).
+BUILTIN: tuple[str, ...] = tuple(MODELS)
