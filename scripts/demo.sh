@@ -6,7 +6,18 @@ OUT=${1:-demo-out}
 SW=${SANDWATCH:-.venv/bin/sandwatch}
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-rm -rf "$OUT"
+# Start afresh, but only over a folder this script made (it leaves a marker): never delete
+# someone's own folder that happens to have the same name.
+MARK="$OUT/.sandwatch-demo"
+if [ -e "$OUT" ] && [ ! -e "$MARK" ]; then
+    echo "error: $OUT exists and was not made by the demo; move it away or run: make demo DEMO=another-folder" >&2
+    exit 2
+fi
+if [ -e "$MARK" ]; then
+    echo "removing the previous demo output in $OUT"
+    rm -rf "$OUT"
+fi
+mkdir -p "$OUT" && touch "$MARK"
 step "1. Synthetic Sentinel-2 demo sites (13-band L1C-like GeoTIFFs, mining polygons, rivers)"
 $SW demo-data "$OUT/data" --sites 6 --size 512 --seed 0
 
@@ -32,8 +43,7 @@ step "7. Train a narrow U-Net on the training clusters (configs/demo.yaml; a few
 $SW train configs/demo.yaml --set manifest="$OUT/data/manifest.yaml" --set run_dir="$OUT/run"
 
 step "8. Predict the held-out validation scenes: probability COG, mask, polygons"
-VAL_SCENES=$(.venv/bin/python -c "import sys; from sandwatch.dataset import load_manifest; print(' '.join(o.scene for o in load_manifest(sys.argv[1]).split_of('val')))" "$OUT/data/manifest.yaml")
-$SW predict "$OUT/run/checkpoints/best.pt" $VAL_SCENES -o "$OUT/predictions" -q
+$SW predict "$OUT/run/checkpoints/best.pt" --manifest "$OUT/data/manifest.yaml" --split val -o "$OUT/predictions" -q
 
 step "9. Evaluate on the held-out cluster: precision, recall, PR curve, AP; an HTML report"
 $SW evaluate --predictions "$OUT/predictions" "$OUT/data/manifest.yaml" --split val -o "$OUT/report"

@@ -49,7 +49,7 @@ def evaluate(manifest, predictions, checkpoints, split, out_dir, border, low_con
     \b
     Examples:
       sandwatch evaluate --predictions maps/ demo/manifest.yaml --split val -o report/
-      sandwatch evaluate --checkpoint run/checkpoints/best.ckpt demo/manifest.yaml -o report/
+      sandwatch evaluate --checkpoint run/checkpoints/best.pt demo/manifest.yaml -o report/
       sandwatch evaluate --predictions unet/ --predictions rn50/ --name U-Net --name RN50 m.yaml -o cmp/
     """
     from sandwatch.errors import SandwatchError
@@ -69,7 +69,7 @@ def evaluate(manifest, predictions, checkpoints, split, out_dir, border, low_con
         results.append(evaluate_predictions(manifest, found, split=split_arg, config=config, name=name,
                                             source=str(ckpt), parameters=n_params))
     for pdir in predictions:
-        name = names.pop(0) if names else pdir.name
+        name = names.pop(0) if names else None   # the checkpoint its tags name, else the folder
         results.append(evaluate_predictions(manifest, pdir, split=split_arg, config=config, name=name))
     metrics = write_report(results, out_dir, split=split_arg, overlays=not no_overlays)
     click.echo(f"{'model':<24} {'AP':>7} {'F1@' + format(threshold, 'g'):>7} {'best F1':>8}   (whole image, pooled)")

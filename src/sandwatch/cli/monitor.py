@@ -29,7 +29,7 @@ site waits for the first (lock file .DB.SITE.lock beside the database), then add
 what is new; a lock left by a dead run is taken over.
 \b
 Examples:
-  sandwatch monitor --checkpoint best.ckpt --site site00 --aoi demo/site00/rivers.geojson \\
+  sandwatch monitor --checkpoint best.pt --site site00 --aoi demo/site00/rivers.geojson \\
       --scenes demo/site00/*.tif -o monitor/site00
   sandwatch monitor report monitor/site00/history.sqlite
 """

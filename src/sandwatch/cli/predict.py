@@ -15,7 +15,8 @@ Windows of the checkpoint's size slide over each scene; EDGE pixels on each side
 a window are discarded (default 30: 160 px windows step by 100 px, as published),
 scene borders are mirrored for context. Bands, normalisation, window, probability
 calibration (temperature) and mask threshold come from the checkpoint (the last two
-fitted on validation data). Per scene, in OUT_DIR (NAME = the scene's file or folder name):
+fitted on validation data). Per scene, in OUT_DIR (NAME = the scene's file or folder name; with
+--manifest the observation id, SITE_DATE):
   NAME.prob.tif          probability COG: uint8 1 + 254 p, nodata 0 (or --dtype float32)
   NAME.mask.tif          mining mask COG at the threshold: 1 mine, 0 not, 255 nodata
   NAME.polygons.gpkg     mining polygons in the scene CRS (area_m2, mean/max prob, date)
@@ -28,32 +29,43 @@ Several runs may share OUT_DIR: a scene being predicted by another run on this m
 (OUT_DIR/.NAME.lock) is waited for, then skipped; a lock left by a dead run is taken over.
 \b
 Examples:
-  sandwatch predict run/checkpoints/best.ckpt scene.tif -o maps/
-  sandwatch predict best.ckpt S2A_*.SAFE -o maps/ --aoi auto          # near water only
-  sandwatch predict best.ckpt site/rgb.tif -o maps/ --aoi site/rivers.geojson
-  sandwatch predict best.ckpt scenes/*.tif -o maps/ --scheduler tcp://10.0.0.5:8786
-  sandwatch predict best.ckpt scenes/*.tif -o maps/ --config predict.yaml --tta   # YAML, then options
-  sandwatch predict s2s1.ckpt 2021-01-15.tif --s1 2021-01-17_s1.tif -o maps/    # S2 + S1 model
+  sandwatch predict run/checkpoints/best.pt scene.tif -o maps/
+  sandwatch predict best.pt S2A_*.SAFE -o maps/ --aoi auto          # near water only
+  sandwatch predict best.pt site/rgb.tif -o maps/ --rivers site/rivers.geojson   # within 1 km
+  sandwatch predict best.pt site/rgb.tif -o maps/ --aoi site/aoi.geojson         # a ready AOI
+  sandwatch predict best.pt scenes/*.tif -o maps/ --scheduler tcp://10.0.0.5:8786
+  sandwatch predict best.pt scenes/*.tif -o maps/ --config predict.yaml --tta   # YAML, then options
+  sandwatch predict s2s1.pt 2021-01-15.tif --s1 2021-01-17_s1.tif -o maps/    # S2 + S1 model
+  sandwatch predict best.pt --manifest demo/manifest.yaml --split val -o maps/   # maps/site03_2021-01-30.*
 """
 
 
 @click.command("predict", help=HELP, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
-@click.argument("scenes", nargs=-1, required=True)
+@click.argument("scenes", nargs=-1, required=False)
 @click.option("-o", "--out-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for the outputs (created if missing).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               metavar="PREDICT.yaml", help="Settings (edge, threshold, batch_size, blend, dtype, tta, aoi_buffer_m, "
                                            "...: the fields of PredictConfig) from a YAML file; options given here win.")
+@click.option("--manifest", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Predict the scenes of a dataset manifest instead of SCENES (with their s1 scenes); outputs are "
+                   "named by observation id, SITE_DATE.prob.tif, which evaluate and monitor find.")
+@click.option("--split", type=click.Choice(["all", "train", "val"]), default="all", show_default=True,
+              help="With --manifest: only the observations of this split.")
 @click.option("--s1", "s1", multiple=True, metavar="S1_SCENE",
               help="A Sentinel-1 scene (VV, VH) to stack on each scene's 10 m grid, once per scene in the same "
                    "order: for models trained on S2+S1 bands (the manifest's s1).")
 @click.option("--edge", type=int, default=EDGE_PX, show_default=True,
               help="Pixels discarded on each side of every window.")
 @click.option("--aoi", default="none", show_default=True, metavar="auto|FILE|none",
-              help="Predict only windows touching the AOI: 'auto' = the scene's own water, FILE = river "
-                   "vectors (buffered by --aoi-buffer), 'none' = the whole scene. Elsewhere is nodata.")
-@click.option("--aoi-buffer", type=float, default=AOI_BUFFER_M, show_default=True, help="AOI buffer in metres.")
+              help="Predict only windows touching the AOI: FILE = a ready AOI polygon file used as it is (as the "
+                   "manifest's aoi: and `sandwatch aoi` output), 'auto' = the scene's own water buffered by "
+                   "--aoi-buffer, 'none' = the whole scene. Elsewhere is nodata.")
+@click.option("--rivers", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="River vectors: the AOI is everything within --aoi-buffer of them (as the manifest's rivers:).")
+@click.option("--aoi-buffer", type=float, default=AOI_BUFFER_M, show_default=True,
+              help="AOI buffer in metres around --rivers or the 'auto' water.")
 @click.option("--threshold", type=float, default=None, help="Mask threshold (default: the checkpoint's).")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Windows per forward pass.")
 @click.option("--blend", type=click.Choice(["none", "cosine"]), default="none", show_default=True,
@@ -76,11 +88,12 @@ Examples:
 @click.option("--overwrite", is_flag=True, help="Recompute scenes whose outputs exist.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @click.pass_context
-def predict(ctx, checkpoint, scenes, out_dir, config_file, s1, edge, aoi, aoi_buffer, threshold, batch_size, blend, dtype,
+def predict(ctx, checkpoint, scenes, out_dir, config_file, manifest, split, s1, edge, aoi, rivers, aoi_buffer, threshold, batch_size, blend, dtype,
             scheduler, band_rows, device, bf16, tta, allow_outside, allow_remote, overwrite, quiet):
+    from sandwatch.errors import SandwatchError
     from sandwatch.imagery import set_stac_access, stack_each
     from sandwatch.models.checkpoint import Checkpoint
-    from sandwatch.predict import PredictConfig, predict_scenes
+    from sandwatch.predict import PredictConfig, manifest_scenes, predict_scenes
 
     given = dict(edge=edge, aoi_buffer_m=aoi_buffer, threshold=threshold, batch_size=batch_size, blend=blend,
                  dtype=dtype, overwrite=overwrite, device=device, bf16=bf16, tta=tta, progress=not quiet)
@@ -98,8 +111,20 @@ def predict(ctx, checkpoint, scenes, out_dir, config_file, s1, edge, aoi, aoi_bu
         from sandwatch.io import ensure_writable_dir
 
         ensure_writable_dir(out_dir)   # before predicting, not after
-    aoi_arg = aoi if aoi.lower() in ("auto", "none") else Path(aoi)
-    results = predict_scenes(ckpt, stack_each(list(scenes), list(s1)), out_dir, config, aoi=aoi_arg,
+    from sandwatch.aoi import AoiFile
+
+    if rivers is not None and aoi.lower() != "none":
+        raise SandwatchError.about("--rivers", "given with --aoi", "use one: --rivers FILE (buffered) or --aoi FILE (as is)")
+    aoi_arg = rivers if rivers is not None else aoi if aoi.lower() in ("auto", "none") else AoiFile(aoi)
+    if manifest is not None:
+        if scenes or s1:
+            raise SandwatchError.about("--manifest", "given with SCENES or --s1", "predict either a manifest or scene files")
+        scene_list, names = manifest_scenes(manifest, split)
+    elif scenes:
+        scene_list, names = stack_each(list(scenes), list(s1)), None
+    else:
+        raise SandwatchError.about("SCENES", "none given", "name scene files, or --manifest MANIFEST")
+    results = predict_scenes(ckpt, scene_list, out_dir, config, aoi=aoi_arg, names=names,
                              scheduler=None if scheduler == "local" else scheduler, band_rows=band_rows)
     for res in results:
         s = res.stats
@@ -121,5 +146,5 @@ def predict(ctx, checkpoint, scenes, out_dir, config_file, s1, edge, aoi, aoi_bu
                        f"{', or outside the AOI' if s.get('aoi_fraction') is not None else ''}); "
                        f"the maps are empty{extra}, {s['seconds']:.1f} s -> {res.paths['probability'].parent}")
             continue
-        click.echo(f"{s['name']}: {s['polygons']} mining polygons, {s['mine_area_m2'] / 1e4:.2f} ha{extra}, "
+        click.echo(f"{s['name']}: {s['polygons']} mining polygon{'s' * (s['polygons'] != 1)}, {s['mine_area_m2'] / 1e4:.2f} ha{extra}, "
                    f"{s['seconds']:.1f} s -> {res.paths['probability'].parent}")

@@ -83,3 +83,5 @@ def train(config, overrides, resume, print_config, folds, fold_seed, no_final):
     click.echo(f"run: {result.run_dir}")
     click.echo(f"best checkpoint: {result.best}" + (f" (validation AP {best:.4f})" if best is not None else ""))
     click.echo(f"last checkpoint: {result.last}")
+    if result.best is not None:
+        click.echo(f"next: sandwatch predict {result.best} SCENE.tif -o maps/")

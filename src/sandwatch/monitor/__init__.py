@@ -4,7 +4,7 @@ stops, and a site history database.
 ::
 
     from sandwatch.monitor import monitor_site, site_report
-    result = monitor_site("best.ckpt", "site00", "site00/rivers.geojson", scenes, "monitor/")
+    result = monitor_site("best.pt", "site00", "site00/rivers.geojson", scenes, "monitor/")
     result.paths["timeseries_csv"], result.added_alerts
     print(format_report(site_report("monitor/history.sqlite")))
 

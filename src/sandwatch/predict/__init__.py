@@ -3,7 +3,7 @@
 ::
 
     from sandwatch.predict import predict_scene
-    result = predict_scene("run/checkpoints/best.ckpt", "scene.tif", "maps/", edge=30, aoi="auto")
+    result = predict_scene("run/checkpoints/best.pt", "scene.tif", "maps/", edge=30, aoi="auto")
     result.paths["probability"]   # maps/scene.prob.tif (COG)
 
 See :func:`predict_scene` for the outputs, :func:`tiled_inference` for the stitching and
@@ -16,7 +16,7 @@ folder (:mod:`sandwatch.predict.lock`).
 from sandwatch.predict.core import PredictionResult, aoi_filter, predict_scene
 from sandwatch.predict.predictor import Predictor, TorchForward, as_predictor, scene_normalized, with_tta
 from sandwatch.predict.config import PredictConfig, predict_config
-from sandwatch.predict.distributed import band_regions, predict_scenes, submit_scene_bands
+from sandwatch.predict.distributed import band_regions, manifest_scenes, predict_scenes, submit_scene_bands
 from sandwatch.predict.naming import OUTPUTS, output_paths, prediction_names, scene_name, unique_names
 from sandwatch.predict.lock import RunLock, RunLockWarning
 from sandwatch.predict.polygons import polygonize, write_polygons
@@ -34,7 +34,7 @@ __all__ = [
     "D4", "d4_apply", "d4_invert", "tta_numpy", "with_tta",
     "RunLock", "RunLockWarning",
     "OUTPUTS", "PredictConfig", "PredictionResult", "predict_config", "Predictor", "StreamingCOGWriter", "TorchForward", "aoi_filter", "as_predictor",
-    "band_regions", "submit_scene_bands",
+    "band_regions", "manifest_scenes", "submit_scene_bands",
     "blend_weights", "check_window_edge", "decode_probability", "default_margin", "encode_mask",
     "encode_probability", "output_paths", "polygonize", "predict_scene", "predict_scenes", "scene_normalized", "reflect_indices",
     "prediction_names", "reflect_read", "scene_name", "select_windows", "taper_1d", "tiled_inference", "unique_names",

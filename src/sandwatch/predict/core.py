@@ -288,7 +288,8 @@ def _predict_rasters(pred: Predictor, scene, grid: Grid, paths: dict[str, Path],
             "sandwatch_threshold": threshold, "sandwatch_temperature": float(pred.temperature),
             "sandwatch_tta": "d4" if tta else "none", "sandwatch_window": pred.window,
             "sandwatch_normalization": f"per scene, mean +- {pred.per_scene_k:g} std" if pred.per_scene_k else "fixed",
-            "sandwatch_scene": str(getattr(scene, "source", "")), "sandwatch_date": date.isoformat() if date else ""}
+            "sandwatch_scene": str(getattr(scene, "source", "")), "sandwatch_date": date.isoformat() if date else "",
+            "sandwatch_checkpoint": pred.source, "sandwatch_parameters": pred.parameters or ""}
     prob_kw = dict(scale=UINT8_SCALE, offset=-UINT8_SCALE) if dtype == "uint8" else {}
     from tqdm.auto import tqdm
 

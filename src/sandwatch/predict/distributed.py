@@ -48,14 +48,18 @@ def _task(checkpoint, scene, out_dir, name, cfg: PredictConfig, aoi) -> Predicti
 
 
 def predict_scenes(checkpoint, scenes: Sequence, out_dir: str | os.PathLike, config: PredictConfig | None = None, *,
-                   aoi=None, scheduler=None, band_rows: int | None = None, **settings) -> list[PredictionResult]:
+                   aoi=None, scheduler=None, band_rows: int | None = None, names: Sequence[str] | None = None,
+                   **settings) -> list[PredictionResult]:
     """Predict many scenes (see the module doc for ``scheduler`` and ``band_rows``) with
     ``config`` (:class:`~sandwatch.predict.config.PredictConfig`; keywords override its fields),
     each as :func:`~sandwatch.predict.predict_scene` does. Results come back in the order of
-    ``scenes``."""
+    ``scenes``. ``names``: the output names (default :func:`~sandwatch.predict.naming.unique_names`;
+    :func:`manifest_scenes` gives observation ids)."""
     cfg = predict_config(config, **settings)
     scenes = list(scenes)
-    names = unique_names(scenes)
+    names = list(names) if names is not None else unique_names(scenes)
+    if len(names) != len(scenes) or len(set(names)) != len(names):
+        raise ValueError("predict_scenes: names must be unique, one per scene")
     if scheduler is None or scheduler == "local":
         pred = as_predictor(checkpoint, device=cfg.device, bf16=cfg.bf16)
         return [predict_scene(pred, s, out_dir, cfg, aoi=aoi, name=n) for s, n in zip(scenes, names)]
@@ -85,6 +89,21 @@ def predict_scenes(checkpoint, scenes: Sequence, out_dir: str | os.PathLike, con
     finally:
         if own:
             client.close()
+
+
+def manifest_scenes(manifest, split: str | None = None) -> tuple[list, list[str]]:
+    """The scenes of a dataset manifest (each with its ``s1`` scene stacked,
+    :meth:`~sandwatch.dataset.manifest.Observation.open_scene`) and their output names: the
+    observation ids (``SITE_DATE``), which :func:`~sandwatch.predict.naming.find_outputs` finds
+    first. ``split``: ``"train"``/``"val"`` only those observations; None all."""
+    from sandwatch.dataset.manifest import load_manifest
+
+    m = load_manifest(manifest)
+    observations = m.observations if split in (None, "all") else m.split_of(split)
+    if not observations:
+        raise SandwatchError.about(manifest, f"has no observations{f' in split {split!r}' if split not in (None, 'all') else ''}",
+                                   "run `sandwatch dataset split` first, or choose another --split")
+    return [o.open_scene() for o in observations], [o.id for o in observations]
 
 
 # ---- one scene in row bands ----------------------------------------------------------------------

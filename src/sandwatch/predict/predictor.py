@@ -4,6 +4,7 @@ the device), ``Predictor`` (bands, window, threshold, normalisation around a bat
 
 from __future__ import annotations
 
+
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -121,6 +122,9 @@ class Predictor:
     per_scene_k: float = 0.0
     per_scene_region: str = "aoi"
     fingerprint: str | None = None
+    #: where the model came from (the checkpoint file) and its size, recorded in the outputs' tags
+    source: str = ""
+    parameters: int | None = None
 
     @classmethod
     def from_checkpoint(cls, checkpoint, *, device=None, bf16: bool = False) -> "Predictor":
@@ -133,7 +137,9 @@ class Predictor:
                    normalize=ckpt.normalize, temperature=float(ckpt.temperature),
                    per_scene_k=float(ckpt.band_spec.normalization.per_scene_k),
                    per_scene_region=ckpt.band_spec.normalization.per_scene_region,
-                   fingerprint=checkpoint_fingerprint(ckpt))
+                   fingerprint=checkpoint_fingerprint(ckpt),
+                   source=ckpt.path,
+                   parameters=ckpt.n_parameters)
 
 
 def scene_normalized(pred: Predictor, scene, geom, *, warn: bool = True) -> Predictor:
