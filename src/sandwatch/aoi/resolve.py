@@ -1,19 +1,31 @@
 """The one rule that turns what a user passes as an area of interest into a geometry.
 
 ``predict``, ``monitor`` and ``evaluate`` (through manifest observations) all call
-:func:`resolve_aoi`, so ``--aoi FILE`` means the same in every command and an empty AOI is the
-same one-line error everywhere.
+:func:`resolve_aoi`, so ``--rivers FILE`` (river vectors, buffered) and ``--aoi FILE`` (a ready
+AOI, :class:`AoiFile`, used as it is) mean the same in every command, in ``sandwatch aoi`` and in
+the manifest (``rivers:`` / ``aoi:``), and an empty AOI is the same one-line error everywhere.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from shapely.geometry.base import BaseGeometry
 
 from sandwatch.errors import SandwatchError
 from sandwatch.published import AOI_BUFFER_M
+
+
+@dataclass(frozen=True)
+class AoiFile:
+    """A ready AOI polygon file, used as it is (no buffer): ``--aoi FILE``, the manifest's ``aoi:``."""
+
+    path: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))
 
 
 def resolve_aoi(aoi, scene, *, buffer_m: float = AOI_BUFFER_M, required: bool = False,
@@ -26,6 +38,7 @@ def resolve_aoi(aoi, scene, *, buffer_m: float = AOI_BUFFER_M, required: bool = 
     * ``"auto"``: the scene's water index (:func:`~sandwatch.aoi.aoi_from_water`), buffered;
     * a path: river vectors buffered by ``buffer_m`` (polygons as they are with 0), reprojected
       and clipped to the scene (:func:`~sandwatch.aoi.aoi_from_rivers`);
+    * an :class:`AoiFile`: its polygons as they are, reprojected and clipped to the scene;
     * a manifest observation (``.aoi``, ``.rivers``): :func:`~sandwatch.aoi.aoi_for_observation`;
     * a shapely geometry, taken as already in the scene's CRS.
 
@@ -44,6 +57,11 @@ def resolve_aoi(aoi, scene, *, buffer_m: float = AOI_BUFFER_M, required: bool = 
     if isinstance(aoi, str) and aoi.lower() == "auto":
         return require_aoi(aoi_from_water(scene, buffer_m=buffer_m), getattr(scene, "source", "scene"),
                          "no water found in the scene", f"pass river vectors with {what} FILE{other}")
+    if isinstance(aoi, AoiFile):
+        if not aoi.path.exists():
+            raise SandwatchError.about(aoi.path, "no such AOI file", "pass an AOI polygon file (GeoJSON/GeoPackage)")
+        return require_aoi(aoi_from_rivers(aoi.path, grid, buffer_m=0.0), aoi.path, "no AOI polygon on the scene",
+                           f"check the file covers the scene (river lines go to --rivers, which buffers them){other}")
     if isinstance(aoi, (str, os.PathLike)):
         path = Path(aoi)
         if not path.exists():

@@ -50,8 +50,11 @@ def dataset():
               help="Which scene of each observation: L2A (s2), L1C (s2_l1c) or true colour (rgb).")
 @click.option("--base-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder with local copies: gs:// and https:// URLs become paths under it.")
+@click.option("--map", "maps", multiple=True, metavar="PATTERN=TARGET",
+              help="Map matching URLs to local files, tried before --base-dir (repeatable): * matches within a "
+                   "path segment, ** across; TARGET uses {1}, {2} ... and {name} (the URL's file name).")
 @click.option("--name", default=None, help="Dataset name (default: the file's stem).")
-def import_(original, out, imagery, base_dir, name):
+def import_(original, out, imagery, base_dir, maps, name):
     """Convert the original sandmining-watch JSON manifest to a sandwatch manifest.
 
     \b
@@ -62,10 +65,13 @@ def import_(original, out, imagery, base_dir, name):
     Example:
       sandwatch dataset import dataset_v0.1.0_2023-11-16.json -o data/manifest.yaml \\
           --imagery s2_l1c --base-dir data/gcs
+      sandwatch dataset import dataset_v0.1.0_2023-11-16.json -o data/manifest.yaml --imagery rgb \\
+          --map 'gs://*/**/rgb/*.tif=mirror/rgb/{3}' --map 'gs://**/annotations/*.geojson=mirror/labels/{name}'
     """
-    from sandwatch.dataset.importers import import_original_manifest
+    from sandwatch.dataset.importers import PathMap, import_original_manifest
 
-    m = import_original_manifest(original, out, imagery=imagery, base_dir=base_dir, name=name)
+    m = import_original_manifest(original, out, imagery=imagery, base_dir=base_dir, name=name,
+                                 path_maps=tuple(PathMap.parse(t) for t in maps))
     click.echo(f"wrote {out}: {len(m.observations)} observations at {len(m.sites())} sites ({imagery})")
 
 

@@ -23,7 +23,9 @@ How it maps (:func:`import_original_manifest`):
   site);
 * with ``base_dir``, ``gs://BUCKET/PATH`` and ``https://storage.googleapis.com/BUCKET/PATH``
   URLs (and any other http(s) URL) become local paths: the first of ``DIR/PATH``,
-  ``DIR/BUCKET/PATH`` and ``DIR/<file name>`` that exists, else ``DIR/PATH``.
+  ``DIR/BUCKET/PATH`` and ``DIR/<file name>`` that exists, else ``DIR/PATH``;
+* with ``path_maps`` (:class:`PathMap`, ``--map PATTERN=TARGET``), a URL matching a pattern
+  becomes its target first: local copies with other names or another folder layout.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import datetime as dt
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -85,6 +88,47 @@ def url_to_local(url: str | None, base_dir: str | os.PathLike) -> str | None:
     return str(candidates[0].resolve())
 
 
+@dataclass(frozen=True)
+class PathMap:
+    """``PATTERN=TARGET``: a URL (or path) matching PATTERN becomes TARGET.
+
+    In PATTERN, ``*`` matches within one path segment and ``**`` across segments; TARGET
+    uses ``{1}``, ``{2}`` ... for what they matched and ``{name}`` for the URL's file name.
+    ``gs://sandmining/data/*/s2/*.tif=mirror/{1}/{2}_l2a.tif`` maps
+    ``gs://sandmining/data/bhargavi/s2/2018-12-03.tif`` to ``mirror/bhargavi/2018-12-03_l2a.tif``.
+    """
+
+    pattern: str
+    target: str
+
+    @classmethod
+    def parse(cls, text: str, what: str = "--map") -> "PathMap":
+        pattern, sep, target = str(text).rpartition("=")
+        if not sep or not pattern or not target:
+            raise SandwatchError.about(what, f"{text!r} is not PATTERN=TARGET",
+                                       "write e.g. --map 'gs://bucket/*/s2/*.tif=mirror/{1}/{2}.tif'")
+        captures = len(re.findall(r"\*\*|\*", pattern))
+        used = [int(i) for i in re.findall(r"\{(\d+)\}", target)]
+        unknown = re.findall(r"\{([^}0-9][^}]*)\}", target)
+        if any(i < 1 or i > captures for i in used) or any(u != "name" for u in unknown):
+            raise SandwatchError.about(what, f"{text!r}: TARGET may use {{1}} to {{{captures}}} (PATTERN has "
+                                       f"{captures} wildcard{'s' * (captures != 1)}) and {{name}}",
+                                       "number the wildcards of PATTERN from 1, left to right")
+        return cls(pattern, target)
+
+    def regex(self) -> re.Pattern:
+        parts = re.split(r"(\*\*|\*)", self.pattern)
+        body = "".join("(.*)" if p == "**" else "([^/]*)" if p == "*" else re.escape(p) for p in parts)
+        return re.compile(f"^{body}$")
+
+    def apply(self, url: str) -> str | None:
+        """The mapped path, or None when ``url`` does not match."""
+        m = self.regex().match(url)
+        if m is None:
+            return None
+        return self.target.format(m.group(0), *m.groups(), name=Path(urlparse(url).path).name)
+
+
 def _parse_date(value, name: str, where: Path) -> dt.date:
     if isinstance(value, dt.date):
         return value
@@ -101,11 +145,13 @@ def _parse_date(value, name: str, where: Path) -> dt.date:
 
 def import_original_manifest(json_path: str | os.PathLike, out_path: str | os.PathLike | None = None, *,
                              imagery: str = "s2", base_dir: str | os.PathLike | None = None,
-                             name: str | None = None) -> Manifest:
+                             name: str | None = None, path_maps: tuple[PathMap, ...] = ()) -> Manifest:
     """Convert the original project's JSON manifest to a sandwatch :class:`Manifest`.
 
     ``imagery`` picks the scene of each observation: ``"s2"`` (L2A), ``"s2_l1c"`` or ``"rgb"``.
-    ``base_dir`` maps URLs to local copies (see :func:`url_to_local`); without it URLs are kept.
+    ``base_dir`` maps URLs to local copies (see :func:`url_to_local`); ``path_maps`` are tried
+    first (:class:`PathMap`; a relative target is relative to ``base_dir`` when given, else to
+    the current folder); without either, URLs are kept.
     With ``out_path`` the manifest is also written there (atomically; local paths relative).
     """
     json_path = Path(json_path)
@@ -127,7 +173,16 @@ def import_original_manifest(json_path: str | os.PathLike, out_path: str | os.Pa
                                    "pass the original project's dataset_*.json")
 
     def local(value):
-        return url_to_local(value, base_dir) if base_dir is not None and value else value
+        if not value:
+            return value
+        for pm in path_maps:
+            mapped = pm.apply(value)
+            if mapped is not None:
+                path = Path(mapped)
+                if not path.is_absolute() and base_dir is not None:
+                    path = Path(base_dir) / path
+                return str(path.resolve())
+        return url_to_local(value, base_dir) if base_dir is not None else value
 
     observations = []
     for i, entry in enumerate(data):
