@@ -275,3 +275,30 @@ def test_cli_with_checkpoint_counts_parameters(tmp_path, dataset, capsys):
     assert m["models"][0]["pooled"]["image"]["n_pixels"] == 3 * (H - 4) * (W - 4)
     assert sorted(p.name for p in (out / "predictions" / "tiny").glob("*.prob.tif")) == [
         "a.prob.tif", "b.prob.tif", "c.prob.tif"]
+
+
+# ---- 7. the report for people ---------------------------------------------------------------------
+def test_report_opens_with_plain_words_holding_the_measured_numbers(tmp_path, dataset):
+    manifest, truth = dataset
+    folder = tmp_path / "maps"
+    folder.mkdir()
+    p = np.where(truth, 0.9, 0.1)
+    p[80:90, 60:70] = 0.8                                  # 100 px = 1 ha of false alarm per scene
+    for oid in "abt":
+        write_prob(folder / f"{oid}_prob.tif", p)
+    write_prob(folder / "c_prob.tif", np.where(np.arange(H)[:, None] < 20, 0.7, 0.1) * np.ones((H, W)))
+    result = evaluate_predictions(manifest, folder, config=EvalConfig(border=0, progress=False))
+    metrics = write_report([result], tmp_path / "report", overlay_size=200)
+    s = metrics["summary"][result.name]
+    labelled = float(truth.sum()) * 2 / 100                # scenes a and b, 1 ha = 100 px
+    assert s["labelled_ha"] == pytest.approx(labelled) and s["found_share"] == pytest.approx(1.0)
+    assert s["scenes_without_mining"] == 1 and s["false_alarm_clean_ha"] == pytest.approx(20 * W / 100)
+    assert s["flagged_ha"] == pytest.approx(labelled + 2 * 1.0 + 20 * W / 100)
+    html = (tmp_path / "report" / "report.html").read_text()
+    first = html.split("<h2>Scores")[0]
+    assert "In plain words" in first and f"{s['flagged_ha']:.1f} ha" in first and "100 %" in first
+    assert f"{s['false_alarm_clean_ha']:.1f} ha" in first
+    for term in ("AP (average precision)", "precision (P)", "recall (R)", "border crop", "AOI", "best F1"):
+        assert f"<dt>{term}" in html
+    areas = (tmp_path / "report" / "areas.csv").read_text().splitlines()
+    assert len(areas) == 1 + 3 and any(line.split(",")[1] == "c" for line in areas[1:])

@@ -21,10 +21,12 @@ from sandwatch.evaluate.core import (
     predict_split,
 )
 from sandwatch.evaluate.metrics import PRAccumulator, PRMetrics, levels_to_probability
-from sandwatch.evaluate.report import plot_overlay, plot_pr_curves, write_report
+from sandwatch.evaluate.overlays import plot_overlay
+from sandwatch.evaluate.people import area_rows, summary
+from sandwatch.evaluate.report import plot_pr_curves, write_report
 
 __all__ = [
     "SCOPES", "EvalConfig", "ImageResult", "ModelResult", "PRAccumulator", "PRMetrics",
     "ProbabilityEncoding", "border_mask", "evaluate_predictions", "evaluate_raster", "find_predictions",
-    "levels_to_probability", "plot_overlay", "plot_pr_curves", "predict_split", "write_report",
+    "levels_to_probability", "plot_overlay", "area_rows", "summary", "plot_pr_curves", "predict_split", "write_report",
 ]

@@ -259,6 +259,9 @@ class ModelResult:
     observations: dict[str, object]           # observation id -> Observation
     predictions: dict[str, Path]
     config: EvalConfig
+    #: what the probability rasters say about the model (their sandwatch_* tags): arch,
+    #: checkpoint, parameters, window, threshold, tta, normalisation
+    model: dict = field(default_factory=dict)
 
     def pooled(self, scope: str = "image") -> PRAccumulator:
         acc = PRAccumulator()
@@ -289,7 +292,7 @@ class ModelResult:
         scopes = [s for s in SCOPES if any(s in r.accumulators for r in self.images.values())]
         pooled = {s: self.pooled(s) for s in scopes}
         return {
-            "name": self.name, "source": self.source, "parameters": self.parameters,
+            "name": self.name, "source": self.source, "parameters": self.parameters, "model": self.model,
             "pooled": {s: a.metrics(t).to_dict() for s, a in pooled.items()},
             "clusters": {s: {c: a.metrics(t).to_dict() for c, a in self.clusters(s).items()} for s in scopes},
             "scenes": scenes,
@@ -324,6 +327,12 @@ def evaluate_predictions(manifest, predictions: Mapping[str, str | os.PathLike] 
             raise SandwatchError.about(src, f"has no prediction for {', '.join(missing[:3])}",
                                        "predict every observation of the split")
         predictions = {o.id: Path(predictions[o.id]) for o in observations}
+    model = model_tags(next(iter(predictions.values())))
+    if parameters is None and str(model.get("parameters", "")).isdigit():
+        parameters = int(model["parameters"])
+    if name is None and model.get("checkpoint"):
+        ckpt = Path(model["checkpoint"])
+        name = f"{model.get('model', 'model')} ({'/'.join(ckpt.parts[-3:])})"
     images: dict[str, ImageResult] = {}
     for obs in tqdm(observations, desc=f"evaluate {name or ''}".strip(), unit="scene", disable=not config.progress):
         path = predictions[obs.id]
@@ -333,16 +342,19 @@ def evaluate_predictions(manifest, predictions: Mapping[str, str | os.PathLike] 
         aoi_fn = aoi_for(obs, manifest.aoi_buffer_m)(grid)
         images[obs.id] = evaluate_raster(path, labels_fn, aoi_fn, config, desc=obs.id)
     return ModelResult(name=name or Path(src).name, source=source or src, parameters=parameters, images=images,
-                       observations={o.id: o for o in observations}, predictions=dict(predictions), config=config)
+                       observations={o.id: o for o in observations}, predictions=dict(predictions), config=config,
+                       model=model)
 
 
-_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
-
-
-def count_parameters(state_dict: Mapping) -> int:
-    """Number of trainable-parameter values in a state dict (batch-norm statistics left out)."""
-    return int(sum(v.numel() for k, v in state_dict.items()
-                   if hasattr(v, "numel") and not k.endswith(_BUFFERS)))
+def model_tags(prob_path) -> dict[str, str]:
+    """The ``sandwatch_*`` tags ``predict`` writes into a probability raster, without the prefix
+    (model, checkpoint, parameters, window, threshold, tta, normalization, ...); scene-specific
+    ones (scene, date, valid pixels, status) left out."""
+    with rasterio.open(prob_path) as ds:
+        tags = ds.tags()
+    scene_only = ("scene", "date", "valid_fraction", "valid_pixels", "status")
+    return {k[len("sandwatch_"):]: v for k, v in tags.items()
+            if k.startswith("sandwatch_") and k[len("sandwatch_"):] not in scene_only}
 
 
 def predict_split(checkpoint, manifest, out_dir: str | os.PathLike, *, split: str | None = "val",
@@ -374,7 +386,7 @@ def predict_split(checkpoint, manifest, out_dir: str | os.PathLike, *, split: st
     if isinstance(checkpoint, (str, os.PathLike)):
         checkpoint = Checkpoint.load(checkpoint)
     if isinstance(checkpoint, Checkpoint):
-        n_params, arch = count_parameters(checkpoint.state_dict), checkpoint.arch
+        n_params, arch = checkpoint.n_parameters, checkpoint.arch
     predictor = as_predictor(checkpoint)
     observations = manifest.observations if split is None else manifest.split_of(split)
     out_dir = Path(out_dir)

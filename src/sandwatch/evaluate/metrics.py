@@ -400,9 +400,13 @@ class PRAccumulator:
 
 
 def _f1(p, r):
-    if p is None or r is None or p + r == 0:
-        return None if (p is None or r is None) else 0.0
-    return 2 * p * r / (p + r)
+    """F1 of precision ``p`` and recall ``r``; 0 when nothing of the mining is found (also when
+    nothing is flagged, so that precision is undefined); None without any mining to find."""
+    if r is not None and r == 0:
+        return 0.0
+    if p is None or r is None:
+        return None
+    return 2 * p * r / (p + r) if p + r > 0 else 0.0
 
 
 def _default_scale(dtype) -> float:

@@ -18,33 +18,16 @@ import csv
 import datetime as dt
 import html
 import json
-import math
 import os
 from pathlib import Path
 
 import numpy as np
-import rasterio
-from affine import Affine
-from rasterio.enums import Resampling
 
-from sandwatch.evaluate.core import SCOPES, ModelResult, ProbabilityEncoding
-from sandwatch.grid import Grid
+from sandwatch.evaluate.core import SCOPES, ModelResult
+from sandwatch.evaluate.overlays import _mpl, centre_lonlat, plot_overlay
+from sandwatch.evaluate.people import area_rows, glossary_html, summary_html
 from sandwatch.io import atomic_output
 
-# colours (RGB 0..1) of the error map
-TP_COLOUR = (0.10, 0.75, 0.20)   # green
-FP_COLOUR = (0.90, 0.10, 0.10)   # red
-FN_COLOUR = (0.15, 0.45, 1.00)   # blue
-GT_COLOUR = "#ffd400"            # yellow outline
-
-
-def _mpl():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _safe(name: str) -> str:
@@ -81,97 +64,6 @@ def plot_pr_curves(results: list[ModelResult], path: str | os.PathLike, scopes=S
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
-
-
-# ---- overlays ---------------------------------------------------------------------------------
-def _decimated(grid: Grid, max_size: int) -> Grid:
-    f = max(1, math.ceil(max(grid.width, grid.height) / max_size))
-    w, h = math.ceil(grid.width / f), math.ceil(grid.height / f)
-    t = grid.transform * Affine.scale(grid.width / w, grid.height / h)
-    return Grid(grid.crs, t, w, h)
-
-
-def overlay_arrays(prob_path, obs, max_size: int = 768, threshold: float = 0.5, all_touched: bool = True):
-    """Decimated arrays for a picture: (rgb uint8 or None, probability float (NaN nodata), truth bool)."""
-    from sandwatch.labels import rasterize_labels
-
-    with rasterio.open(prob_path) as ds:
-        grid = Grid.from_dataset(ds)
-        small = _decimated(grid, max_size)
-        enc = ProbabilityEncoding.of(ds)
-        values = ds.read(1, out_shape=(small.height, small.width), resampling=Resampling.nearest)
-        valid = ds.read_masks(1, out_shape=(small.height, small.width), resampling=Resampling.nearest) > 0
-    prob = enc.probability(values)
-    prob = np.where(valid & np.isfinite(prob), prob, np.nan)
-    truth = np.zeros(small.shape, bool)
-    if obs.annotations:
-        truth = rasterize_labels(obs.annotations, small, all_touched=all_touched)[0].astype(bool)
-    rgb = None
-    try:
-        scene = obs.open_scene()
-        if scene.grid.same_as(grid):
-            rgb = scene.quicklook(max_size=max(small.width, small.height))
-            if rgb.shape[:2] != small.shape:
-                rgb = _resize_nearest(rgb, small.shape)
-    except Exception:  # noqa: BLE001 - a picture without its quicklook is still useful
-        rgb = None
-    return rgb, prob, truth
-
-
-def _resize_nearest(img: np.ndarray, shape) -> np.ndarray:
-    rows = (np.arange(shape[0]) * img.shape[0] / shape[0]).astype(int)
-    cols = (np.arange(shape[1]) * img.shape[1] / shape[1]).astype(int)
-    return img[rows][:, cols]
-
-
-def error_map(prob: np.ndarray, truth: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """RGBA float image: TP green, FP red, FN blue, transparent elsewhere (and on nodata)."""
-    pred = np.nan_to_num(prob, nan=-1.0) >= threshold
-    valid = np.isfinite(prob)
-    out = np.zeros(prob.shape + (4,), np.float32)
-    for sel, colour in ((pred & truth, TP_COLOUR), (pred & ~truth, FP_COLOUR), (~pred & truth & valid, FN_COLOUR)):
-        out[sel, :3] = colour
-        out[sel, 3] = 0.85
-    return out
-
-
-def plot_overlay(prob_path, obs, path: str | os.PathLike, *, title: str = "", threshold: float = 0.5,
-                 max_size: int = 768, all_touched: bool = True) -> Path:
-    """Three panels: true colour + ground-truth outline | probability | TP / FP / FN."""
-    plt = _mpl()
-    from matplotlib.patches import Patch
-
-    rgb, prob, truth = overlay_arrays(prob_path, obs, max_size, threshold, all_touched)
-    h, w = prob.shape
-    aspect = w / h
-    fig_h = 4.6 if aspect >= 1 else min(9.0, 4.6 / max(aspect, 0.5))
-    fig, axes = plt.subplots(1, 3, figsize=(min(15, max(7.5, 3 * (fig_h - 1) * aspect + 0.5)), fig_h), dpi=100)
-    base = rgb if rgb is not None else np.dstack([np.nan_to_num(prob, nan=0.0)] * 3) * 0 + 0.35
-    for ax in axes:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    axes[0].imshow(base)
-    axes[0].set_title("true colour + ground truth" if rgb is not None else "ground truth (no quicklook)", fontsize=9)
-    im = axes[1].imshow(prob, cmap="magma", vmin=0, vmax=1, interpolation="nearest")
-    axes[1].set_title("mining probability", fontsize=9)
-    fig.colorbar(im, ax=axes[1], fraction=0.046, pad=0.02)
-    faded = (base.astype(np.float32) / (255.0 if base.dtype == np.uint8 else 1.0)) * 0.5 + 0.25
-    axes[2].imshow(faded)
-    axes[2].imshow(error_map(prob, truth, threshold), interpolation="nearest")
-    axes[2].set_title(f"errors at {threshold:g}", fontsize=9)
-    if truth.any():
-        for ax in axes:
-            ax.contour(truth.astype(float), levels=[0.5], colors=[GT_COLOUR], linewidths=1.5)
-    fig.legend(handles=[Patch(color=TP_COLOUR, label="true positive"), Patch(color=FP_COLOUR, label="false positive"),
-                        Patch(color=FN_COLOUR, label="false negative"), Patch(color=GT_COLOUR, label="ground truth outline")],
-               fontsize=8, loc="lower center", ncol=4, frameon=False)
-    fig.suptitle(title or obs.id, fontsize=10)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
     path = Path(path)
     with atomic_output(path) as tmp:
         fig.savefig(tmp, format="png")
@@ -225,9 +117,9 @@ def _write_csv(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def _html_table(rows: list[dict], cols: list[tuple[str, str]]) -> str:
+def _html_table(rows: list[dict], cols: list[tuple[str, str]], digits: int = 3) -> str:
     head = "".join(f"<th>{html.escape(label)}</th>" for _, label in cols)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(k)))}</td>" for k, _ in cols) + "</tr>"
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(k), digits))}</td>" for k, _ in cols) + "</tr>"
                    for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -241,12 +133,28 @@ _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;colo
 table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:13px}
 th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f0f0f0}
 td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #ddd;margin:4px 0}
-.note{color:#555;font-size:13px}"""
+.note{color:#555;font-size:13px}.summary{font-size:16px;line-height:1.5;background:#f6f8f2;padding:0.8em 1em;
+border-left:4px solid #5a8f29}dl.glossary dt{font-weight:bold;margin-top:0.4em}dl.glossary dd{margin-left:1.5em}"""
+
+
+def model_rows(results: list[ModelResult]) -> list[dict]:
+    """What each model is: its name, checkpoint, architecture, size and the settings it predicted with."""
+    rows = []
+    for r in results:
+        m = r.model
+        rows.append({"model": r.name, "architecture": m.get("model", "–"),
+                     "checkpoint": m.get("checkpoint") or (r.source if r.source != "mapping" else "–"),
+                     "parameters": f"{r.parameters / 1e6:.2f} M" if r.parameters else "–",
+                     "threshold": m.get("threshold", f"{r.config.threshold:g}"), "window": m.get("window", "–"),
+                     "normalisation": m.get("normalization", "–"), "tta": m.get("tta", "–")})
+    return rows
 
 
 def write_report(results: list[ModelResult], out_dir: str | os.PathLike, *, split: str | None = "val",
                  overlays: bool = True, overlay_size: int = 768, headline_scope: str = "image") -> dict:
     """Write the report directory for one or several models; returns the metrics dict."""
+    from sandwatch.evaluate.people import summary
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not results:
@@ -257,6 +165,7 @@ def write_report(results: list[ModelResult], out_dir: str | os.PathLike, *, spli
         "split": split,
         "config": config.to_dict(),
         "headline_scope": headline_scope,
+        "summary": {r.name: summary(r, headline_scope) for r in results},
         "comparison": comparison_rows(results, headline_scope),
         "comparison_aoi": comparison_rows(results, "aoi"),
         "models": [r.to_dict() for r in results],
@@ -266,32 +175,47 @@ def write_report(results: list[ModelResult], out_dir: str | os.PathLike, *, spli
     _write_csv(metrics["comparison"] + metrics["comparison_aoi"], out / "comparison.csv")
     all_scene_rows = [row for r in results for row in scene_rows(r)]
     _write_csv(all_scene_rows, out / "scenes.csv")
+    areas = [row for r in results for row in area_rows(r, headline_scope)]
+    _write_csv(areas, out / "areas.csv")
     pr = plot_pr_curves(results, out / "pr_curve.png")
 
     overlay_paths: dict[tuple[str, str], Path] = {}
     if overlays:
         for r in results:
+            where = [centre_lonlat(img.grid) for img in r.images.values()]
             for obs_id, obs in r.observations.items():
                 p = out / "overlays" / _safe(r.name) / f"{_safe(obs_id)}.png"
                 ap = r.images[obs_id].accumulators["image"].metrics(config.threshold)
                 title = f"{r.name} · {obs_id} · cluster {obs.cluster} · AP {_fmt(ap.ap)} · F1@{config.threshold:g} {_fmt(ap.f1)}"
                 overlay_paths[(r.name, obs_id)] = plot_overlay(r.predictions[obs_id], obs, p, title=title,
                                                                threshold=config.threshold, max_size=overlay_size,
-                                                               all_touched=config.all_touched)
+                                                               all_touched=config.all_touched, locator=where)
 
-    # ---- HTML
+    # ---- HTML: first for people, then for the people who train models
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>sandwatch evaluation</title>"
              f"<style>{_CSS}</style></head><body>",
              "<h1>sandwatch evaluation</h1>",
-             f"<p class='note'>split <b>{html.escape(str(split))}</b>; border crop {config.border} px; "
-             f"low-confidence labels: <b>{config.low_confidence}</b>; threshold {config.threshold:g}; "
-             f"created {metrics['created']}. Average precision is scikit-learn's step-wise definition on "
-             "pixels pooled over the split. Scope <i>image</i>: the whole image; <i>aoi</i>: inside the river AOI.</p>"]
+             "<h2>In plain words</h2>"]
+    parts += [summary_html(r, headline_scope) for r in results]
+    acols = [("model", "model"), ("id", "scene"), ("mining_ha", "mining labelled (ha)"), ("flagged_ha", "flagged (ha)"),
+             ("found_ha", "found (ha)"), ("missed_ha", "missed (ha)"), ("false_alarm_ha", "false alarm (ha)")]
+    parts += ["<h2>Areas per scene</h2>", _html_table(areas, acols, digits=2),
+              "<p class='note'>Scenes without labelled mining are listed too: everything flagged there is a "
+              "false alarm. Terms are explained at the end.</p>",
+              "<h2>The model</h2>", _html_table(model_rows(results), [(k, k) for k in model_rows(results)[0]]),
+              f"<p class='note'>split <b>{html.escape(str(split))}</b>; border crop {config.border} px; "
+              f"low-confidence labels: <b>{html.escape(str(config.low_confidence))}</b>; threshold "
+              f"{config.threshold:g}; created {metrics['created']}. Average precision is scikit-learn's "
+              "step-wise definition on pixels pooled over the split. Scope <i>image</i>: the whole image; "
+              "<i>aoi</i>: inside the river AOI.</p>"]
     cols = [("model", "model"), ("parameters", "parameters"), ("ap", "AP"), ("precision_at_0.5", "P@0.5"),
             ("recall_at_0.5", "R@0.5"), ("f1_at_0.5", "F1@0.5"), ("best_f1", "best F1"),
             ("best_threshold", "best thr.")]
-    parts += ["<h2>Models (whole image)</h2>", _html_table(metrics["comparison"], cols),
-              "<h2>Models (inside the AOI)</h2>", _html_table(metrics["comparison_aoi"], cols),
+    def sized(rows):
+        return [{**r, "parameters": f"{r['parameters'] / 1e6:.2f} M" if r.get("parameters") else None} for r in rows]
+
+    parts += ["<h2>Scores (whole image)</h2>", _html_table(sized(metrics["comparison"]), cols),
+              "<h2>Scores (inside the AOI)</h2>", _html_table(sized(metrics["comparison_aoi"]), cols),
               "<h2>Precision-recall curve</h2>", _img(pr, "PR curve")]
     mcols = [("group", "group"), ("scope", "scope"), ("n_positive", "mine px"), ("n_pixels", "pixels"),
              ("ap", "AP"), ("precision", "P@0.5"), ("recall", "R@0.5"), ("f1", "F1@0.5"), ("best_f1", "best F1"),
@@ -310,13 +234,14 @@ def write_report(results: list[ModelResult], out_dir: str | os.PathLike, *, spli
                  ("image_ap", "AP"), ("image_precision", "P@0.5"), ("image_recall", "R@0.5"), ("image_f1", "F1@0.5"),
                  ("aoi_ap", "AP (AOI)"), ("aoi_f1", "F1@0.5 (AOI)")]
         parts.append(_html_table(scene_rows(r), scols))
-        parts.append("<p class='note'>AP is left out (–) for scenes without mine pixels. Overlays: true colour with "
-                     "the ground truth outlined in yellow; probability; true positives green, false positives red, "
-                     "false negatives blue.</p>")
+        parts.append("<p class='note'>AP is left out (–) for scenes without mine pixels, P@0.5 where nothing is "
+                     "flagged. Panels: true colour with the labelled mining outlined in yellow (scale bar, grid "
+                     "north; the small panel shows where the scene lies among the report's scenes); probability; "
+                     "found green, false alarm red, missed blue.</p>")
         for obs_id in r.observations:
             if (r.name, obs_id) in overlay_paths:
                 parts.append(_img(overlay_paths[(r.name, obs_id)], f"{r.name} {obs_id}"))
-    parts.append("</body></html>")
+    parts += ["<h2>What the words mean</h2>", glossary_html(), "</body></html>"]
     with atomic_output(out / "report.html") as tmp:
         tmp.write_text("\n".join(parts))
     return metrics
