@@ -68,7 +68,7 @@ def test_cli_predicts_skips_and_follows_the_aoi(tmp_path, capsys):
     rivers.write_text(json.dumps({"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": "EPSG:32644"}},
                                   "features": [{"type": "Feature", "properties": {}, "geometry": mapping(river)}]}))
     assert main(["predict", str(ckpt_path), str(scene), "-o", str(tmp_path / "aoi"), "--edge", "12",
-                 "--aoi", str(rivers), "--aoi-buffer", "300", "-q"]) == 0
+                 "--rivers", str(rivers), "--aoi-buffer", "300", "-q"]) == 0
     aoi_prob, _, _ = read_band(tmp_path / "aoi" / "scene.prob.tif")
     # river at row 20 + 300 m (30 px) buffer -> rows < 50 are in the AOI; keep stride is 40 px
     assert (aoi_prob[:80, 5:] > 0).all() and (aoi_prob[80:] == 0).all()

@@ -109,7 +109,7 @@ def test_two_predict_runs_share_one_folder_each_scene_predicted_once(scenes, tmp
     assert len(said) == 4, said
     for name in ("s0", "s1"):
         lines = [ln for ln in said if ln.startswith(f"{name}:")]
-        predicted = [ln for ln in lines if "mining polygons" in ln]
+        predicted = [ln for ln in lines if "mining polygon" in ln]
         others = [ln for ln in lines if ln not in predicted]
         assert len(predicted) == 1 and len(others) == 1, lines
         assert "(waited for it), skipped" in others[0] or "outputs exist, skipped" in others[0], others[0]
@@ -150,7 +150,7 @@ def test_a_live_owner_is_waited_for_and_a_dead_one_taken_over(scenes, tmp_path):
     assert "Traceback" not in err
     assert f"predicting s0 is going on in process {sleeper.pid} on host {socket.gethostname()}" in err
     assert f"took over the lock of process {sleeper.pid}" in err and "no longer running" in err
-    assert said.startswith("s0: ") and "mining polygons" in said
+    assert said.startswith("s0: ") and "mining polygon" in said
     assert same_maps(maps(out, "s0"), scenes["ref"]["s0"]) and hidden(out) == []
 
 

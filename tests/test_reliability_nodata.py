@@ -81,7 +81,7 @@ def tags(path) -> dict:
 def test_inf_pixels_get_no_probability(tmp_path, capsys, ckpt):
     scene = write_float_scene(tmp_path / "inf_20210101.tif", "inf")
     code, out = predict(capsys, ckpt, scene, tmp_path / "maps")
-    assert code == 0 and "mining polygons" in out
+    assert code == 0 and "mining polygon" in out
     with rasterio.open(tmp_path / "maps" / "inf_20210101.prob.tif") as ds:
         prob = ds.read(1)
     with rasterio.open(tmp_path / "maps" / "inf_20210101.mask.tif") as ds:
@@ -99,7 +99,7 @@ def test_scene_without_valid_pixels_says_so(tmp_path, capsys, ckpt, fill, dtype)
     assert code == 0
     line = out.strip().splitlines()[-1]
     assert line.startswith("empty_20210101: NO DATA, not one valid pixel to predict"), line
-    assert "mining polygons" not in out
+    assert "mining polygon" not in out
     for kind in ("prob", "mask"):
         t = tags(tmp_path / "maps" / f"empty_20210101.{kind}.tif")
         assert t["sandwatch_status"].startswith("no data") and t["sandwatch_valid_pixels"] == "0"
@@ -110,6 +110,6 @@ def test_scene_without_valid_pixels_says_so(tmp_path, capsys, ckpt, fill, dtype)
 def test_clean_scene_is_ok(tmp_path, capsys, ckpt):
     scene = write_float_scene(tmp_path / "clean_20210101.tif")
     code, out = predict(capsys, ckpt, scene, tmp_path / "maps")
-    assert code == 0 and "mining polygons" in out and "NO DATA" not in out
+    assert code == 0 and "mining polygon" in out and "NO DATA" not in out
     t = tags(tmp_path / "maps" / "clean_20210101.mask.tif")
     assert t["sandwatch_status"] == "ok" and t["sandwatch_valid_fraction"] == "1.000000"
