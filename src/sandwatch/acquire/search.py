@@ -252,8 +252,9 @@ def measure_date(area: Area, items: list, cfg: SearchConfig) -> Candidate:
 
 
 def search(areas: list[Area], start: dt.date, end: dt.date, cfg: SearchConfig = SearchConfig(),
-           progress: bool = False) -> list[Candidate]:
-    """Candidates (area x date) with their clear fraction over the area, sorted by area and date."""
+           progress: bool = False, allow_empty: bool = False) -> list[Candidate]:
+    """Candidates (area x date) with their clear fraction over the area, sorted by area and date.
+    No item over any area is one error line (``allow_empty``: an empty list)."""
     from tqdm import tqdm
 
     if end < start:
@@ -265,10 +266,12 @@ def search(areas: list[Area], start: dt.date, end: dt.date, cfg: SearchConfig = 
         by_date: dict[dt.date, list] = {}
         for it in items:
             by_date.setdefault((it.datetime or it.common_metadata.start_datetime).date(), []).append(it)
-        if not by_date:
+        if not by_date and not allow_empty:
             warn_once("acquire-empty", area.id, f"area {area.id}: no {cfg.collection} item between {start} and {end} "
                       "(a site at sea or outside every tile?)")
         jobs += [(area, its) for _, its in sorted(by_date.items(), key=lambda kv: kv[0])]
+    if not jobs and allow_empty:
+        return []
     if not jobs:
         raise SandwatchError.about(cfg.stac_url, f"no {cfg.collection} items between {start} and {end} over any of "
                                    f"the {len(areas)} areas", "check the dates and --collection, and that the sites "

@@ -19,8 +19,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from shapely.geometry import box, mapping, shape
-from shapely.ops import substring, transform
+import shapely
+from shapely.ops import substring
 
 from sandwatch.errors import SandwatchError
 
@@ -84,6 +86,11 @@ def utm_epsg(lon: float, lat: float) -> int:
     return (32600 if lat >= 0 else 32700) + zone
 
 
+def transform(fn, geom):
+    """``geom`` with its coordinates passed through ``fn(xs, ys) -> (xs, ys)``."""
+    return shapely.transform(geom, lambda xy: np.column_stack(fn(xy[:, 0], xy[:, 1])))
+
+
 def _transformer(src, dst):
     from pyproj import Transformer
 
@@ -116,8 +123,9 @@ def _checked(path, what: str, lat: float, lon: float) -> tuple[float, float]:
 
 def _read_csv(path: Path) -> list[Site]:
     with open(path, newline="", encoding="utf-8-sig") as fh:
-        rows = list(csv.DictReader(fh))
-        header = list(rows[0].keys()) if rows else []
+        reader = csv.DictReader(fh)
+        rows = list(reader)
+        header = [h for h in (reader.fieldnames or []) if h is not None]
     lat_c, lon_c = _column(header, _LAT), _column(header, _LON)
     if lat_c is None or lon_c is None:
         raise SandwatchError.about(path, f"has no lat/lon columns (columns: {', '.join(header) or 'none'})",
