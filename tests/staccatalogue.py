@@ -99,8 +99,9 @@ class Catalogue:
 # ---- the test catalogue -------------------------------------------------------------------------------
 TILE_X0, TILE_Y0 = 199980.0, 2800020.0          # the real tile's corner (EPSG:32629)
 EPSG = 32629
-#: A 2 x 2 km area on the 200 m SCL lattice, clear on the real date.
-AREA_A = (229180.0, 2719020.0, 231180.0, 2721020.0)
+#: A 2 x 2 km area on the 200 m SCL lattice, clear on the real date, in the last (small) block of
+#: every file, so that what travels is mostly what the area needs.
+AREA_A = (303180.0, 2693020.0, 305180.0, 2695020.0)
 #: A 4 x 4 km area across the seam of the two half tiles of 2020-09-16.
 AREA_B = (252180.0, 2700020.0, 256180.0, 2704020.0)
 WEST_END_X, EAST_START_X = 255180.0, 253380.0    # both on the 600 m lattice of the 60 m bands

@@ -179,7 +179,7 @@ http {{
         limit_rate $probe_rate;
         location / {{ }}
         location /fail500/ {{ return 500; }}
-        location /stall/ {{ rewrite ^/stall/(.*)$ /$1 break; limit_rate 1; }}
+        location /stall/ {{ rewrite ^/stall/(.*)$ /$1 break; limit_rate_after 0; limit_rate 1; }}
     }}
 }}
 """

@@ -303,6 +303,41 @@ def fetch_date(area: Area, cand: Candidate, out_dir: Path, cfg: FetchConfig) -> 
     return Fetched(area.id, cand.date, path, "fetched", _clear(scl), label=cand.date.isoformat())
 
 
+def _gdal_library():
+    """GDAL's shared library as loaded by rasterio (None where it cannot be found)."""
+    import ctypes
+
+    import rasterio  # noqa: F401 - loads libgdal
+
+    try:
+        with open("/proc/self/maps") as fh:
+            paths = {line.split()[-1] for line in fh if "libgdal" in line.rsplit("/", 1)[-1]}
+    except OSError:
+        return None
+    for path in sorted(paths):
+        with contextlib.suppress(OSError):
+            return ctypes.CDLL(path)
+    return None
+
+
+def clear_http_cache(url: str | None = None) -> None:
+    """Forget what GDAL's /vsicurl/ cached about ``url`` (None: every URL). After a dropped
+    connection it would otherwise keep answering from the failed state without asking again."""
+    lib = _gdal_library()
+    if lib is None:
+        return
+    if url:
+        lib.VSICurlPartialClearCache(ctypes_str(f"/vsicurl/{url}"))
+    else:
+        lib.VSICurlClearCache()
+
+
+def ctypes_str(text: str):
+    import ctypes
+
+    return ctypes.c_char_p(text.encode())
+
+
 def with_retries(job: Callable[[], Fetched], cfg: FetchConfig, what: str) -> Fetched:
     """Run ``job``; transient failures (HTTP, connection, timeouts) are retried ``cfg.retries``
     times with exponential back-off, then become one line naming the URL."""
@@ -313,15 +348,19 @@ def with_retries(job: Callable[[], Fetched], cfg: FetchConfig, what: str) -> Fet
             with rasterio.Env(**gdal_env(cfg.timeout_s)):
                 return job()
         except (_ReadFailed, SandwatchError) as err:
-            url = err.url if isinstance(err, _ReadFailed) else None
             text = str(err)
-            transient = url is not None or any(w in text.lower() for w in _TRANSIENT_WORDS)
+            url = err.url if isinstance(err, _ReadFailed) else \
+                (text.split(": ", 1)[0] if text.startswith(("http://", "https://")) else None)
+            transient = isinstance(err, _ReadFailed) or any(w in text.lower() for w in _TRANSIENT_WORDS)
             if not transient or isinstance(err, FetchFailed) or "disk full" in text or "not writable" in text:
                 raise
+            clear_http_cache(url)
             if attempt == cfg.retries:
-                reason = text.split(": ", 1)[-1] if url else text
+                reason = text.split(": ", 1)[-1].split("; check ")[0] if url else text
+                if "does not exist in the file system" in reason:    # GDAL's words for a timeout or a 404
+                    reason = f"no usable answer: not found, or no data for {cfg.timeout_s:g} s"
                 raise FetchFailed(str(SandwatchError.about(
-                    url or what, f"failed after {cfg.retries + 1} tries ({reason})",
+                    url or what, f"failed after {cfg.retries + 1} tr{'ies' if cfg.retries else 'y'} ({reason})",
                     "check the server and your connection, then run the same command again: finished files "
                     "are kept"))) from None
             time.sleep(cfg.backoff_s * 2**attempt)
