@@ -68,7 +68,7 @@ def postgres_bin() -> Path:
         version = Path(initdb).parts[-3]
         if glob.glob(f"/usr/share/postgresql/{version}/extension/postgis.control"):
             return Path(initdb).parent
-    raise Unavailable("PostgreSQL with PostGIS is not installed (apt-get install postgresql postgresql-15-postgis-3)")
+    raise Unavailable("PostgreSQL with PostGIS is not installed (apt-get install postgresql postgresql-postgis)")
 
 
 class Postgres:

@@ -113,14 +113,14 @@ def choose(cands: list[Candidate], choice: DateChoice,
         return sorted(ok, key=lambda c: (-c.clear_fraction, c.date))[:n]
     if measure is None:
         raise ValueError("choosing a number of dates needs a landscape measure")
-    scapes = {c.date: measure(c) for c in ok}
-    diff = {(a.date, b.date): difference(scapes[a.date], scapes[b.date]) for a, b in itertools.combinations(ok, 2)}
     pairs = [(a, b) for a, b in itertools.combinations(ok, 2) if months_between(a.date, b.date) >= choice.min_gap_months]
     if not pairs:
         warn_once("acquire-gap", ok[0].area, f"area {ok[0].area}: no two clear dates are {choice.min_gap_months:g} "
                   "months apart; taking the clearest date only")
         return sorted(ok, key=lambda c: (-c.clear_fraction, c.date))[:1]
-    a, b = max(pairs, key=lambda p: (round(diff[(p[0].date, p[1].date)], 9), months_between(p[0].date, p[1].date),
+    scapes = {c.date: measure(c) for c in ok}
+    diff = {(a.date, b.date): difference(scapes[a.date], scapes[b.date]) for a, b in itertools.combinations(ok, 2)}
+    a, b = max(pairs, key=lambda p: (round(diff[(p[0].date, p[1].date)], 6), months_between(p[0].date, p[1].date),
                                      p[0].clear_fraction + p[1].clear_fraction))
     chosen = [a, b]
     while len(chosen) < n:
@@ -132,7 +132,7 @@ def choose(cands: list[Candidate], choice: DateChoice,
         def score(c):
             return min(diff[tuple(sorted((c.date, x.date)))] for x in chosen)
 
-        chosen.append(max(rest, key=lambda c: (round(score(c), 9), c.clear_fraction)))
+        chosen.append(max(rest, key=lambda c: (round(score(c), 6), c.clear_fraction)))
     return sorted(chosen, key=lambda c: c.date)
 
 
