@@ -210,5 +210,24 @@ def acquire_servers(real_dir: Path, with_stac: bool = True) -> AcquireServers:
     return base
 
 
+def servers_or_skip() -> AcquireServers:
+    """The servers with the STAC API, or skip the test with the reason (not installed here)."""
+    import pytest
+    from conftest import shared_path
+    from stacservers import Unavailable
+
+    try:
+        return acquire_servers(shared_path("s2-l2a-29RKH-cogs"))
+    except Unavailable as err:
+        pytest.skip(str(err))
+
+
+def fast_fetch():
+    """Fetch settings for tests: two threads, one retry, quick back-off, short timeouts."""
+    from sandwatch.acquire.fetch import FetchConfig
+
+    return FetchConfig(workers=2, retries=1, backoff_s=0.05, timeout_s=5)
+
+
 def fault_proxy(upstream_port: int, **kw) -> FaultProxy:
     return FaultProxy(upstream_port, **kw).start()

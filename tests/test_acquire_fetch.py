@@ -12,25 +12,21 @@ import numpy as np
 import pytest
 import rasterio
 from conftest import shared_path
-from staccatalogue import AREA_A, AREA_B, EPSG, REAL_ITEM, acquire_servers, fault_proxy
-from stacservers import Unavailable
+from staccatalogue import AREA_A, AREA_B, EPSG, REAL_ITEM, fast_fetch, fault_proxy, servers_or_skip
 
-from sandwatch.acquire.fetch import FetchConfig, FetchFailed, fetch
+from sandwatch.acquire.fetch import FetchConfig, FetchFailed, clear_http_cache, fetch
 from sandwatch.acquire.search import Candidate, SearchConfig, search
 from sandwatch.acquire.sites import Area, Site
 from sandwatch.grid import Window
 from sandwatch.imagery import open_scene
 
 CHUNK = 16384
-FAST = FetchConfig(workers=2, retries=1, backoff_s=0.05, timeout_s=3)
+FAST = fast_fetch()
 
 
 @pytest.fixture(scope="module")
 def servers():
-    try:
-        return acquire_servers(shared_path("s2-l2a-29RKH-cogs"))
-    except Unavailable as err:
-        pytest.skip(str(err))
+    return servers_or_skip()
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +70,7 @@ def blocks_under(path, bounds, grid) -> int:
 
 def test_window_only_and_bit_for_bit(servers, real, tmp_path):
     cands = candidates(servers, AREA_A, "2020-02-19")
+    clear_http_cache()
     servers.nginx.clear_log()
     (res,) = fetch([area(AREA_A)], cands, tmp_path, FAST)
     assert res.status == "fetched" and res.path == tmp_path / "A" / "A_2020-02-19.tif"

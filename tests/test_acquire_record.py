@@ -10,8 +10,7 @@ import pytest
 import rasterio
 from conftest import shared_path
 from pyproj import Transformer
-from staccatalogue import AREA_A, EPSG, REAL_ITEM, acquire_servers
-from stacservers import Unavailable
+from staccatalogue import AREA_A, EPSG, REAL_ITEM, fast_fetch, servers_or_skip
 
 from sandwatch.acquire.composite import fetch_composites, median_of
 from sandwatch.acquire.dates import DateChoice, choose, choose_dates, difference, landscape
@@ -24,15 +23,12 @@ from sandwatch.dataset.manifest import load_manifest
 from sandwatch.imagery import open_scene
 
 D = dt.date.fromisoformat
-FAST = FetchConfig(workers=2, retries=1, backoff_s=0.05, timeout_s=5)
+FAST = fast_fetch()
 
 
 @pytest.fixture(scope="module")
 def servers():
-    try:
-        return acquire_servers(shared_path("s2-l2a-29RKH-cogs"))
-    except Unavailable as err:
-        pytest.skip(str(err))
+    return servers_or_skip()
 
 
 @pytest.fixture(scope="module")

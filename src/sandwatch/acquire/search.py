@@ -87,14 +87,12 @@ def band_href(item, band: str, sign: Callable[[str], str] | None = None) -> str 
     from sandwatch.bands import canonical_band
 
     for key, asset in item.assets.items():
-        name = canonical_band(key)
-        if name is None:
-            eo = asset.extra_fields.get("eo:bands") or []
-            if len(eo) == 1:
-                name = canonical_band(eo[0].get("name", "")) or canonical_band(eo[0].get("common_name", ""))
-        href = asset.href
-        if name == band and urlparse(href).scheme in ("", "file", "http", "https") and "visual" not in (asset.roles or []):
-            return sign(href) if sign else href
+        eo = asset.extra_fields.get("eo:bands") or []
+        aliases = [key] + ([eo[0].get("name", ""), eo[0].get("common_name", "")] if len(eo) == 1 else [])
+        if band not in (canonical_band(a) for a in aliases) or "visual" in (asset.roles or []):
+            continue
+        if urlparse(asset.href).scheme in ("", "file", "http", "https"):
+            return sign(asset.href) if sign else asset.href
     return None
 
 
