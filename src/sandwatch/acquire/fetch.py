@@ -303,8 +303,8 @@ def fetch_date(area: Area, cand: Candidate, out_dir: Path, cfg: FetchConfig) -> 
     return Fetched(area.id, cand.date, path, "fetched", _clear(scl), label=cand.date.isoformat())
 
 
-def _gdal_library():
-    """GDAL's shared library as loaded by rasterio (None where it cannot be found)."""
+def _gdal_libraries() -> list:
+    """The GDAL shared libraries loaded in this process (rasterio's, and pyogrio's own copy)."""
     import ctypes
 
     import rasterio  # noqa: F401 - loads libgdal
@@ -313,23 +313,22 @@ def _gdal_library():
         with open("/proc/self/maps") as fh:
             paths = {line.split()[-1] for line in fh if "libgdal" in line.rsplit("/", 1)[-1]}
     except OSError:
-        return None
+        return []
+    libs = []
     for path in sorted(paths):
         with contextlib.suppress(OSError):
-            return ctypes.CDLL(path)
-    return None
+            libs.append(ctypes.CDLL(path))
+    return libs
 
 
 def clear_http_cache(url: str | None = None) -> None:
     """Forget what GDAL's /vsicurl/ cached about ``url`` (None: every URL). After a dropped
     connection it would otherwise keep answering from the failed state without asking again."""
-    lib = _gdal_library()
-    if lib is None:
-        return
-    if url:
-        lib.VSICurlPartialClearCache(ctypes_str(f"/vsicurl/{url}"))
-    else:
-        lib.VSICurlClearCache()
+    for lib in _gdal_libraries():
+        if url:
+            lib.VSICurlPartialClearCache(ctypes_str(f"/vsicurl/{url}"))
+        else:
+            lib.VSICurlClearCache()
 
 
 def ctypes_str(text: str):
