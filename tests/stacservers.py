@@ -235,10 +235,11 @@ class Nginx:
 # ---- a proxy that drops connections mid-response -------------------------------------------------
 class FaultProxy:
     """Forwards 127.0.0.1:``port`` to ``upstream``; the first ``faults`` connections (None: all)
-    are closed after ``after`` bytes of the response: a connection dropped in the middle of a file."""
+    are closed after ``after`` bytes of the response: a connection dropped in the middle of a file.
+    ``delay_s`` holds every request that long (a network's round trip, for the benchmark)."""
 
-    def __init__(self, upstream_port: int, *, faults: int | None = None, after: int = 2000):
-        self.upstream, self.faults, self.after = upstream_port, faults, after
+    def __init__(self, upstream_port: int, *, faults: int | None = None, after: int = 2000, delay_s: float = 0.0):
+        self.upstream, self.faults, self.after, self.delay_s = upstream_port, faults, after, delay_s
         self.dropped = 0
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
@@ -269,6 +270,8 @@ class FaultProxy:
         def pump_request():
             with contextlib.suppress(OSError):
                 while data := client.recv(65536):
+                    if self.delay_s:
+                        time.sleep(self.delay_s)
                     upstream.sendall(data)
 
         threading.Thread(target=pump_request, daemon=True).start()
