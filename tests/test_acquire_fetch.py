@@ -17,6 +17,7 @@ from staccatalogue import AREA_A, AREA_B, EPSG, REAL_ITEM, fast_fetch, fault_pro
 from sandwatch.acquire.fetch import FetchConfig, FetchFailed, clear_http_cache, fetch
 from sandwatch.acquire.search import Candidate, SearchConfig, search
 from sandwatch.acquire.sites import Area, Site
+from sandwatch.errors import SandwatchError
 from sandwatch.grid import Window
 from sandwatch.imagery import open_scene
 
@@ -128,6 +129,12 @@ def test_offset_per_item_and_mosaic_of_two_tiles(servers, real, tmp_path):
         assert ds.tags()["SANDWATCH_TILES"] == "29RKH;29RKJ"
         assert ds.tags()["SANDWATCH_SOURCE_BASELINES"] == "02.14;04.00"
     assert np.array_equal(out.read_scl(), real.read_scl(window))
+
+
+def test_candidates_of_an_unknown_area_are_one_line(servers, tmp_path):
+    cands = candidates(servers, AREA_A, "2020-02-19", "elsewhere")
+    with pytest.raises(SandwatchError, match="area elsewhere: is in the candidates but not in the areas file"):
+        fetch([area(AREA_A)], cands, tmp_path, FAST)
 
 
 def test_resume_keeps_finished_files(servers, tmp_path):

@@ -82,6 +82,9 @@ def test_empty_search_and_sites_outside_every_tile(servers):
     with pytest.warns(UserWarning, match="area sea: no sentinel-2-l2a item"):
         rows = search([area(AREA_A), at_sea], *YEAR, SearchConfig(stac_url=servers.stac.url))
     assert {r.area for r in rows} == {"A"}
+    with pytest.raises(SandwatchError, match="no sentinel-2-l2a items"):       # every item has 4.05 % cloud
+        search([area(AREA_A)], *YEAR, SearchConfig(stac_url=servers.stac.url, max_cloud=4.0))
+    assert len(search([area(AREA_A)], *YEAR, SearchConfig(stac_url=servers.stac.url, max_cloud=4.1))) == 10
     with pytest.raises(SandwatchError, match="is not a reachable STAC API"):
         search([area(AREA_A)], *YEAR, SearchConfig(stac_url=servers.nginx.url + "/nothing-here"))
 

@@ -19,6 +19,7 @@ from sandwatch.acquire.fetch import (
     FetchConfig,
     Fetched,
     _bands_of,
+    area_of,
     area_grid,
     cached_item,
     file_tags,
@@ -30,7 +31,6 @@ from sandwatch.acquire.fetch import (
 )
 from sandwatch.acquire.search import Candidate
 from sandwatch.acquire.sites import Area
-from sandwatch.errors import SandwatchError
 
 
 def month_label(day: dt.date) -> str:
@@ -96,13 +96,11 @@ def fetch_composites(areas: list[Area], chosen: list[Candidate], out_dir, cfg: F
     by_id = {a.id: a for a in areas}
     groups: dict[tuple[str, str], list[Candidate]] = {}
     for c in chosen:
-        if c.area not in by_id:
-            raise SandwatchError.about(f"area {c.area}", "is in the candidates but not in the areas file",
-                                       "pass the areas file the search was made from")
+        area_of(by_id, c)
         groups.setdefault((c.area, month_label(c.date)), []).append(c)
-    jobs = [(f"{a} {label}", output_path(out_dir, a, label),
-             lambda a=by_id[a], cs=cs: composite_month(a, cs, out_dir, cfg)) for (a, label), cs in sorted(groups.items())]
-    return run_jobs(jobs, cfg, progress)
+    jobs = [(a, label, lambda a=by_id[a], cs=cs: composite_month(a, cs, out_dir, cfg))
+            for (a, label), cs in sorted(groups.items())]
+    return run_jobs(jobs, out_dir, cfg, progress)
 
 
 __all__ = ["fetch_composites", "composite_month", "median_of", "month_label"]

@@ -366,20 +366,21 @@ def with_retries(job: Callable[[], Fetched], cfg: FetchConfig, what: str) -> Fet
     raise AssertionError("unreachable")
 
 
-def run_jobs(jobs: list[tuple[str, Path, Callable[[], Fetched]]], cfg: FetchConfig, progress: bool = False,
-             area_of: dict | None = None) -> list[Fetched]:
-    """Run ``(name, final path, job)`` in parallel threads; existing final files are kept
-    (resume). Every job runs even when one fails; then the first failure is raised."""
+def run_jobs(jobs: list[tuple[str, str, Callable[[], Fetched]]], out_dir: Path, cfg: FetchConfig,
+             progress: bool = False) -> list[Fetched]:
+    """Run ``(area id, label, job)`` in parallel threads; a job whose file
+    (:func:`output_path`) exists is not run (resume). Every job runs even when one fails; then
+    the first failure is raised."""
     from tqdm import tqdm
 
     results: list[Fetched] = []
     todo = []
-    for name, path, job in jobs:
+    for area_id, label, job in jobs:
+        path = output_path(out_dir, area_id, label)
         if path.exists():
-            area, label = name.split(" ", 1)
-            results.append(Fetched(area, _label_date(label), path, "kept", label=label))
+            results.append(Fetched(area_id, _label_date(label), path, "kept", label=label))
         else:
-            todo.append((name, job))
+            todo.append((f"area {area_id} {label}", job))
     errors: list[BaseException] = []
     with ThreadPoolExecutor(max(1, cfg.workers), thread_name_prefix="sandwatch-fetch") as pool:
         futures = [pool.submit(with_retries, job, cfg, name) for name, job in todo]
@@ -398,6 +399,13 @@ def _label_date(label: str) -> dt.date:
         else dt.date.fromisoformat(label[:7] + "-01")
 
 
+def area_of(by_id: dict[str, Area], cand: Candidate) -> Area:
+    if cand.area not in by_id:
+        raise SandwatchError.about(f"area {cand.area}", "is in the candidates but not in the areas file",
+                                   "pass the areas file the search was made from")
+    return by_id[cand.area]
+
+
 def fetch(areas: list[Area], chosen: list[Candidate], out_dir: str | os.PathLike, cfg: FetchConfig = FetchConfig(),
           progress: bool = False) -> list[Fetched]:
     """One COG per chosen candidate (area x date) in ``out_dir``; see the module docstring."""
@@ -407,13 +415,9 @@ def fetch(areas: list[Area], chosen: list[Candidate], out_dir: str | os.PathLike
     by_id = {a.id: a for a in areas}
     jobs = []
     for c in chosen:
-        if c.area not in by_id:
-            raise SandwatchError.about(f"area {c.area}", "is in the candidates but not in the areas file",
-                                       "pass the areas file the search was made from")
-        area = by_id[c.area]
-        jobs.append((f"{area.id} {c.date.isoformat()}", output_path(out_dir, area.id, c.date.isoformat()),
-                     lambda a=area, c=c: fetch_date(a, c, out_dir, cfg)))
-    return run_jobs(jobs, cfg, progress)
+        area = area_of(by_id, c)
+        jobs.append((area.id, c.date.isoformat(), lambda a=area, c=c: fetch_date(a, c, out_dir, cfg)))
+    return run_jobs(jobs, out_dir, cfg, progress)
 
 
 __all__ = ["FetchConfig", "Fetched", "FetchFailed", "fetch", "fetch_date", "mosaic", "read_item", "area_grid",
