@@ -163,7 +163,7 @@ error_log {dir}/error.log warn;
 events {{ worker_connections 256; }}
 http {{
     access_log off;
-    log_format bytes '$request_method $uri $status $bytes_sent "$http_range"';
+    log_format bytes '$request_method $request_uri $status $bytes_sent "$http_range"';
     client_body_temp_path {dir}/tmp; proxy_temp_path {dir}/tmp; fastcgi_temp_path {dir}/tmp;
     uwsgi_temp_path {dir}/tmp; scgi_temp_path {dir}/tmp;
     sendfile on; keepalive_timeout 30;

@@ -224,3 +224,17 @@ def test_tile_in_another_utm_zone_is_warped_onto_the_area(servers, real, tmp_pat
     assert err < 0.005 * want.mean()
     assert err * 3 < np.abs(b02[:, 1:] - want[:, :-1]).mean() and err * 3 < np.abs(b02[1:] - want[:-1]).mean()
     assert set(np.unique(out.read_scl())) <= set(np.unique(real.read_scl()))   # classes, never blends
+
+
+def test_signing_hook_reaches_every_asset_request(servers, tmp_path):
+    def sign(href: str) -> str:
+        return href + "?token=s3cr3t"
+
+    d = dt.date(2020, 3, 10)
+    clear_http_cache()
+    servers.nginx.clear_log()
+    cands = search([area(AREA_A)], d, d, SearchConfig(stac_url=servers.stac.url, sign=sign))
+    (res,) = fetch([area(AREA_A)], cands, tmp_path, FetchConfig(workers=2, retries=0, sign=sign))
+    uris = [uri for _, uri, *_ in servers.nginx.log_lines()]
+    assert len(uris) > 13 and all(u.endswith("?token=s3cr3t") for u in uris)
+    assert open_scene(res.path).date == d

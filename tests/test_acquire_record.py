@@ -14,7 +14,6 @@ from staccatalogue import AREA_A, EPSG, REAL_ITEM, fast_fetch, servers_or_skip
 
 from sandwatch.acquire.composite import fetch_composites, median_of
 from sandwatch.acquire.dates import DateChoice, choose, choose_dates, difference, landscape
-from sandwatch.acquire.fetch import FetchConfig
 from sandwatch.acquire.record import append_to_manifest, update
 from sandwatch.acquire.search import SearchConfig, search
 from sandwatch.acquire.sites import Area, Site

@@ -258,18 +258,20 @@ def search(areas: list[Area], start: dt.date, end: dt.date, cfg: SearchConfig = 
     if end < start:
         raise SandwatchError.about("--end", f"{end} is before --start {start}", "give an end date after the start")
     client = open_client(cfg)
-    jobs = []
+    jobs, empty = [], []
     for area in areas:
         items = dedupe(search_items(client, area, start, end, cfg))
         by_date: dict[dt.date, list] = {}
         for it in items:
             by_date.setdefault((it.datetime or it.common_metadata.start_datetime).date(), []).append(it)
-        if not by_date and not allow_empty:
-            warn_once("acquire-empty", area.id, f"area {area.id}: no {cfg.collection} item between {start} and {end} "
-                      "(a site at sea or outside every tile?)")
+        if not by_date:
+            empty.append(area.id)
         jobs += [(area, its) for _, its in sorted(by_date.items(), key=lambda kv: kv[0])]
     if not jobs and allow_empty:
         return []
+    for area_id in empty if jobs and not allow_empty else []:
+        warn_once("acquire-empty", area_id, f"area {area_id}: no {cfg.collection} item between {start} and {end} "
+                  "(a site at sea or outside every tile?)")
     if not jobs:
         raise SandwatchError.about(cfg.stac_url, f"no {cfg.collection} items between {start} and {end} over any of "
                                    f"the {len(areas)} areas", "check the dates and --collection, and that the sites "

@@ -3,7 +3,6 @@ windows into COGs, append them to a manifest; ``update`` keeps doing it for moni
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 import click
