@@ -6,8 +6,10 @@ requests on the COG, through a ``WarpedVRT`` onto the area at the SCL's own reso
 nearest neighbour): the share of the area's pixels whose class is a clear view
 (:data:`sandwatch.imagery.clouds.SCL_NOT_CLEAR` are not). Items without SCL (L1C) are measured
 with the L1C spectral cloud test on B02/B03/B04 at the same coarse resolution. Items of one
-date are mosaicked in the order "clearest over the area first"; the same MGRS tile at the
-same time in two items (a reprocessed copy) is kept once, the newest processing baseline.
+date are mosaicked in the order "clearest over the area first": the same MGRS tile seen from two
+orbits on one day (two datetimes, each item often a partial tile) becomes one date whose file
+fills each pixel from the clearer item; the same tile at the same time in two items (a
+reprocessed copy) is kept once, the newest processing baseline.
 """
 
 from __future__ import annotations
