@@ -13,7 +13,7 @@ from conftest import shared_path
 from staccatalogue import AREA_A, AREA_B, EPSG, servers_or_skip
 
 from sandwatch.acquire.fetch import clear_http_cache
-from sandwatch.acquire.search import SearchConfig, read_candidates, search, write_candidates
+from sandwatch.acquire.search import SearchConfig, dedupe, read_candidates, search, write_candidates
 from sandwatch.acquire.sites import Area, Site, write_areas
 from sandwatch.cli.main import main
 from sandwatch.errors import SandwatchError
@@ -101,3 +101,16 @@ def test_cli_search_writes_csv_and_parquet(servers, tmp_path, capsys):
         ("A", "2020-04-19", 0.0), ("A", "2020-04-29", 0.5), ("B", "2020-04-19", 0.0), ("B", "2020-04-29", 1.0)]
     write_candidates(csv_rows, tmp_path / "again.csv")
     assert (tmp_path / "again.csv").read_text() == (tmp_path / "c.csv").read_text()
+
+
+def test_dedupe_keeps_both_orbits_and_the_newest_reprocessing():
+    import pystac
+
+    def item(item_id, when, baseline):
+        return pystac.Item(item_id, None, None, dt.datetime.fromisoformat(when),
+                           {"grid:code": "MGRS-43PGQ", "s2:processing_baseline": baseline})
+
+    items = [item("S2B_43PGQ_20230415_0_L2A", "2023-04-15T05:21:10+00:00", "05.09"),   # orbit 1
+             item("S2B_43PGQ_20230415_1_L2A", "2023-04-15T05:21:10+00:00", "05.10"),   # its reprocessing
+             item("S2B_43PGQ_20230415_2_L2A", "2023-04-15T07:01:40+00:00", "05.09")]   # orbit 2, same day
+    assert sorted(i.id for i in dedupe(items)) == ["S2B_43PGQ_20230415_1_L2A", "S2B_43PGQ_20230415_2_L2A"]
