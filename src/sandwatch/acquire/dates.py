@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -137,9 +138,10 @@ def choose(cands: list[Candidate], choice: DateChoice,
 
 
 def choose_dates(areas: list[Area], cands: list[Candidate], choice: DateChoice, *, sign=None,
-                 timeout_s: float = 30.0, item_loader: Callable[[str], object] | None = None) -> list[Candidate]:
+                 timeout_s: float = 30.0, item_loader: Callable[[str], object] | None = None,
+                 workers: int = 4) -> list[Candidate]:
     """The chosen candidates of every area. ``item_loader(url)`` gives a pystac Item (default:
-    ``pystac.Item.from_file``)."""
+    ``pystac.Item.from_file``); ``workers`` threads make the coarse reads."""
     import pystac
 
     load = item_loader or pystac.Item.from_file
@@ -153,7 +155,13 @@ def choose_dates(areas: list[Area], cands: list[Candidate], choice: DateChoice, 
         def measure(c: Candidate, area=area):
             return landscape(area, load(c.item_urls[0]), sign, timeout_s)
 
-        picked = choose(mine, choice, measure)
+        if isinstance(choice.dates, int) and choice.dates > 1:      # the coarse reads, in parallel
+            ok = [c for c in mine if c.clear_fraction >= choice.min_clear]
+            with ThreadPoolExecutor(max(1, workers)) as pool:
+                scapes = dict(zip([c.date for c in ok], pool.map(measure, ok), strict=True))
+            picked = choose(mine, choice, lambda c, s=scapes: s[c.date])
+        else:
+            picked = choose(mine, choice, measure)
         if mine and not picked:
             best = max(c.clear_fraction for c in mine)
             warn_once("acquire-clear", area.id, f"area {area.id}: no date is clear enough (best {best:.0%} clear, "

@@ -153,7 +153,7 @@ def fetch_cmd(areas_file, table, out_dir, dates, min_gap_months, min_clear, comp
     cands = read_candidates(table)
     choice = DateChoice.parse(dates or ("all" if composite == "monthly" else "2"), min_gap_months, min_clear)
     sign = _sign(sign_spec)
-    chosen = choose_dates(areas, cands, choice, sign=sign, timeout_s=timeout)
+    chosen = choose_dates(areas, cands, choice, sign=sign, timeout_s=timeout, workers=workers)
     cfg = FetchConfig(bands=tuple(parse_band_list(bands)) if bands else None, workers=workers, retries=retries,
                       timeout_s=timeout, sign=sign)
     run = fetch_composites if composite == "monthly" else fetch
