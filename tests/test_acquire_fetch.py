@@ -238,3 +238,11 @@ def test_signing_hook_reaches_every_asset_request(servers, tmp_path):
     uris = [uri for _, uri, *_ in servers.nginx.log_lines()]
     assert len(uris) > 13 and all(u.endswith("?token=s3cr3t") for u in uris)
     assert open_scene(res.path).date == d
+
+
+def test_an_item_without_scl_gives_a_file_without_scl(servers, real, tmp_path):
+    (res,) = fetch([area(AREA_A)], candidates(servers, AREA_A, "2020-11-05"), tmp_path, FAST)
+    out = open_scene(res.path)
+    assert not out.has_scl and out.bands == real.bands and res.clear_fraction is None
+    want, _ = real.read(real.grid.window_from_bounds(*AREA_A), units="dn")
+    assert np.array_equal(out.read(units="dn")[0], want)

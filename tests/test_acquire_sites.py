@@ -126,3 +126,27 @@ def test_cli_plan(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "add columns named lat and lon" in err
     assert not (tmp_path / "b.geojson").exists()
+
+
+def test_areas_file_errors_and_hand_drawn_rectangles(tmp_path):
+    (tmp_path / "bad.geojson").write_text("{not json")
+    with pytest.raises(SandwatchError, match="is not valid JSON"):
+        read_areas(tmp_path / "bad.geojson")
+    (tmp_path / "empty.geojson").write_text('{"type": "FeatureCollection", "features": []}')
+    with pytest.raises(SandwatchError, match="holds no areas; make it with `sandwatch sites plan"):
+        read_areas(tmp_path / "empty.geojson")
+    with pytest.raises(SandwatchError, match="no such areas file"):
+        read_areas(tmp_path / "missing.geojson")
+    ring = [list(TO_LL(x, y)) for x, y in ((500_000, 2_300_000), (502_000, 2_300_000), (502_000, 2_302_000),
+                                            (500_000, 2_302_000), (500_000, 2_300_000))]
+    drawn = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"id": "my pit"}, "geometry": {"type": "Polygon", "coordinates": [ring]}}]}
+    (tmp_path / "drawn.geojson").write_text(json.dumps(drawn))
+    (a,) = read_areas(tmp_path / "drawn.geojson")
+    assert (a.id, a.epsg) == ("my pit", 32645)
+    assert a.bounds == pytest.approx((500_000, 2_300_000, 502_000, 2_302_000), abs=10)
+    no_id = {"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {},
+                                                        "geometry": drawn["features"][0]["geometry"]}]}
+    (tmp_path / "noid.geojson").write_text(json.dumps(no_id))
+    with pytest.raises(SandwatchError, match="feature 0 lacks the area properties"):
+        read_areas(tmp_path / "noid.geojson")
