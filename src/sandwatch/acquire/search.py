@@ -130,9 +130,9 @@ def dedupe(items: list) -> list:
     return list(kept.values())
 
 
-def item_url(item) -> str:
-    link = item.get_self_href()
-    return link or ""
+def item_url(item, stac_url: str = "") -> str:
+    """Where the item can be read again: its self link, else its path in the STAC API."""
+    return item.get_self_href() or f"{stac_url.rstrip('/')}/collections/{item.collection_id}/items/{item.id}"
 
 
 def open_client(cfg: SearchConfig):
@@ -247,7 +247,7 @@ def measure_date(area: Area, items: list, cfg: SearchConfig) -> Candidate:
     cc = first.properties.get("eo:cloud_cover")
     return Candidate(area.id, (first.datetime or first.common_metadata.start_datetime).date(),
                      float(clear.mean()), float(covered.mean()), ",".join(sorted({m[3] for m in used})),
-                     [m[0].id for m in used], [item_url(m[0]) for m in used], [tile_of(m[0]) for m in used],
+                     [m[0].id for m in used], [item_url(m[0], cfg.stac_url) for m in used], [tile_of(m[0]) for m in used],
                      [baseline(m[0]) for m in used], None if cc is None else float(cc), cfg.collection, cfg.stac_url)
 
 
