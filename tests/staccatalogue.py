@@ -66,11 +66,11 @@ class Catalogue:
         return f"{folder}/{name}"
 
     def item(self, item_id: str, when: str, files: dict[str, str] | None = None, *, drop=(), props=None,
-             tile: str | None = None, bbox=None, prefix: str = "") -> dict:
+             tile: str | None = None, bbox=None, prefix: str = "", collection: str | None = None) -> dict:
         """An item like the real one at ``when``; ``files``: file name -> path under the root
         (default: the real file); ``drop``: asset keys left out; ``prefix``: URL path prefix."""
         item = json.loads(json.dumps(self.base))
-        item["id"], item["collection"] = item_id, self.collection
+        item["id"], item["collection"] = item_id, collection or self.collection
         item["properties"].update({"datetime": when, **(props or {})})
         if tile:
             item["properties"]["grid:code"] = f"MGRS-{tile}"
@@ -89,8 +89,11 @@ class Catalogue:
         self.items.append(item)
         return item
 
-    def collection_json(self) -> dict:
-        return {"type": "Collection", "stac_version": "1.0.0", "id": self.collection, "description": "test",
+    def collections_json(self) -> list[dict]:
+        return [self.collection_json(c) for c in sorted({i["collection"] for i in self.items})]
+
+    def collection_json(self, name: str | None = None) -> dict:
+        return {"type": "Collection", "stac_version": "1.0.0", "id": name or self.collection, "description": "test",
                 "license": "proprietary", "links": [],
                 "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]},
                            "temporal": {"interval": [["2015-06-27T00:00:00Z", None]]}}}
@@ -156,6 +159,9 @@ def build_test_catalogue(cat: Catalogue) -> dict:
     cat.item("S2A_29RKH_20201011_0_L2A", "2020-10-11T11:34:25Z")
     cat.item("S2A_29RKH_20201011_1_L2A", "2020-10-11T11:34:25Z", shifted, props=OTHER)
     cat.item("S2A_29RKH_20201105_0_L2A", "2020-11-05T11:34:25Z", drop=("scl",))
+    # an L1C-like item (the real bands under an L1C product type; baseline 04.00, so offset 1000)
+    cat.item("S2A_29RKH_20201105_0_L1C", "2020-11-05T11:34:25Z", shifted, drop=("scl",), collection="sentinel-2-l1c",
+             props={**OTHER, "s2:product_type": "S2MSI1C"})
     return {"clear": {"2020-04-19": 0.0, "2020-04-29": 0.5}, "changed": "2020-06-08", "shifted": "2020-08-12",
             "mosaic": "2020-09-16", "reprocessed": "2020-10-11", "no_scl": "2020-11-05", "n_dates": 10}
 
@@ -202,7 +208,7 @@ def acquire_servers(real_dir: Path, with_stac: bool = True) -> AcquireServers:
         atexit.register(pg.stop)
         pg.start()
         api = StacApi(pg)
-        api.load([base.catalogue.collection_json()], base.catalogue.items)
+        api.load(base.catalogue.collections_json(), base.catalogue.items)
         atexit.register(api.stop)
         api.start()
         base.stac, base.postgres = api, pg

@@ -246,3 +246,16 @@ def test_an_item_without_scl_gives_a_file_without_scl(servers, real, tmp_path):
     assert not out.has_scl and out.bands == real.bands and res.clear_fraction is None
     want, _ = real.read(real.grid.window_from_bounds(*AREA_A), units="dn")
     assert np.array_equal(out.read(units="dn")[0], want)
+
+
+def test_an_l1c_collection(servers, real, tmp_path):
+    d = dt.date(2020, 11, 5)
+    (cand,) = search([area(AREA_A)], d, d, SearchConfig(stac_url=servers.stac.url, collection="sentinel-2-l1c"))
+    assert cand.clear_source == "spectral" and cand.items == ["S2A_29RKH_20201105_0_L1C"]
+    (res,) = fetch([area(AREA_A)], [cand], tmp_path, FAST)
+    out = open_scene(res.path)
+    assert (out.level, out.offset, out.offset_source, out.has_scl) == ("L1C", 1000.0, "tag RADIO_ADD_OFFSET", False)
+    with rasterio.open(res.path) as ds:
+        assert ds.tags()["RADIO_ADD_OFFSET"] == "-1000" and ds.tags()["PROCESSING_LEVEL"] == "L1C"
+    want, _ = real.read(real.grid.window_from_bounds(*AREA_A), ["B02", "B03", "B04", "B08"])
+    assert np.array_equal(out.read(bands=["B02", "B03", "B04", "B08"])[0], want)
