@@ -19,6 +19,8 @@ from sandwatch.errors import SandwatchError, forget_warnings
 
 # name -> (module, attribute, one-line help shown by `sandwatch --help`), in pipeline order.
 COMMANDS: dict[str, tuple[str, str, str]] = {
+    "sites": ("sandwatch.cli.sites", "sites", "Study areas from a list of mining sites (CSV/GeoJSON points)."),
+    "acquire": ("sandwatch.cli.acquire", "acquire", "Sentinel-2 for study areas through STAC: search, fetch, update."),
     "info": ("sandwatch.cli.imagery", "info", "Describe a Sentinel-2 scene: bands, grid, level, statistics."),
     "labels": ("sandwatch.cli.labels", "labels", "Rasterise mining polygons onto a scene's grid."),
     "aoi": ("sandwatch.cli.aoi", "aoi", "Area of interest: everything within N metres of a river."),
