@@ -93,6 +93,8 @@ def test_update_appends_new_clear_dates_only(servers, tmp_path):
     assert (o.site, o.date, o.latitude, o.longitude) == ("A", D("2020-06-08"), pytest.approx(LAT, abs=1e-5),
                                                         pytest.approx(LON, abs=1e-5))
     assert open_scene(o.scene).date == D("2020-06-08")
+    fetched = {f.date.isoformat(): f for f in done}
+    assert o.clear_fraction == pytest.approx(fetched["2020-06-08"].clear_fraction, abs=1e-4) and o.clear_fraction >= 0.8
     assert update([AREA], D("2020-06-01"), tmp_path, manifest, until=D("2020-07-31"), search_cfg=cfg,
                   fetch_cfg=FAST) == []
     more = update([AREA], D("2020-01-01"), tmp_path, manifest, until=D("2020-07-31"), search_cfg=cfg, fetch_cfg=FAST)

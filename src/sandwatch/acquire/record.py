@@ -6,7 +6,8 @@ area id, ``date``, ``scene`` = the COG, ``latitude``/``longitude`` = the area's 
 ``AREA_DATE`` (composites: ``AREA_YYYY-MM_median``). Observations already in the manifest are
 left as they are; the manifest is read, extended and saved under a lock file beside it
 (``.NAME.lock``, ``flock``), so two runs appending to one manifest do not lose each other's
-lines. The clear fraction travels in each COG's tags (``SANDWATCH_CLEAR_FRACTION``).
+lines. The clear fraction over the area goes to the observation's ``clear_fraction`` (and is in
+each COG's tags, ``SANDWATCH_CLEAR_FRACTION``, where a resumed run reads it back).
 """
 
 from __future__ import annotations
@@ -34,6 +35,21 @@ def _locked(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _clear_fraction(f: Fetched) -> float | None:
+    """The fetched file's clear fraction: from the fetch, else from the COG's tags (a file a
+    resumed run skipped)."""
+    if f.clear_fraction is not None:
+        return round(float(f.clear_fraction), 4)
+    import rasterio
+
+    try:
+        with rasterio.open(f.path) as ds:
+            value = ds.tags().get("SANDWATCH_CLEAR_FRACTION")
+    except rasterio.errors.RasterioIOError:
+        return None
+    return round(float(value), 4) if value else None
+
+
 def _load_or_new(path: Path):
     from sandwatch.dataset.manifest import Manifest, load_manifest
 
@@ -58,7 +74,8 @@ def append_to_manifest(manifest_path: str | os.PathLike, areas: list[Area], fetc
             if obs_id in have:
                 continue
             manifest.observations.append(Observation(id=obs_id, site=f.area, date=f.date, scene=str(Path(f.path).resolve()),
-                                                     latitude=round(lat, 6), longitude=round(lon, 6)))
+                                                     latitude=round(lat, 6), longitude=round(lon, 6),
+                                                     clear_fraction=_clear_fraction(f)))
             have.add(obs_id)
             added += 1
         if added or not path.exists():

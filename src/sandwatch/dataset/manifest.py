@@ -16,6 +16,7 @@ A manifest is a YAML or JSON file::
         bands: null              # band names when the scene file does not carry them
         s1: null                 # a Sentinel-1 scene (VV, VH) of a nearby date, stacked on
                                  # the scene's 10 m grid as extra bands (optional)
+        clear_fraction: null     # share of the site's area clear of cloud (from SCL; acquire fills it)
         cluster: null            # geographic cluster id (filled by `sandwatch dataset split`)
         split: null              # "train" or "val" (filled by `sandwatch dataset split`)
         latitude: 20.44          # site centre (optional; else read from the scene)
@@ -59,6 +60,7 @@ class Observation(BaseModel):
     aoi: str | None = None
     bands: list[str] | None = None
     s1: str | None = None
+    clear_fraction: float | None = Field(None, ge=0, le=1)
     cluster: int | None = None
     split: Literal["train", "val"] | None = None
     latitude: float | None = None
