@@ -26,7 +26,8 @@ defaults in brackets):
   ``confirmed`` when its confirmed pixels first cover the minimum mapping unit (a region that
   appears already confirmed raises only that), ``expired`` when a region that was never
   confirmed has no live pixel left. A region whose key a reviewer rejected
-  (``rejected`` keys) has its pixels set to **rejected** when it appears and raises nothing.
+  (``rejected`` keys) has its pixels set to **rejected** when it appears and raises nothing;
+  later detections touching rejected pixels join it, rejected as well.
 * A region's **key** (``FIRST-DATE:ROW:COL``: the earliest first-detection date of its pixels
   and its first pixel in row order when it appeared) names it across runs and databases.
 """
@@ -39,12 +40,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from sandwatch.vectors import label_regions
+from sandwatch.vectors import CONNECTIVITY, label_regions
 
 NONE, PROVISIONAL, CONFIRMED, EXPIRED, REJECTED = 0, 1, 2, 3, 4
 STATUS_NAMES = ("none", "provisional", "confirmed", "expired", "rejected")
 #: Event statuses in the order of rank (a subscriber's ``min_status`` keeps this one and later ones).
 EVENT_RANK = {"provisional": 0, "expired": 0, "confirmed": 1}
+_FOUR = ndimage.generate_binary_structure(2, 1 if CONNECTIVITY == 4 else 2)   # the neighbours of vectors' rule
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,8 @@ class PixelAlerts:
                 ids, counts = np.unique(owners, return_counts=True)
                 sub[comp & (sub == 0)] = int(ids[np.argmax(counts)])
                 continue
+            if self._joins_rejected(labels, lab, sl):
+                continue
             if comp.sum() < self.min_px:
                 continue
             rid = len(self.regions) + 1
@@ -211,6 +215,20 @@ class PixelAlerts:
                 reg.status = status
                 events.append(self._event(rid, status, date, mine_px & live if n_live else mine_px))
         return events
+
+    def _joins_rejected(self, labels: np.ndarray, lab: int, sl: tuple[slice, slice]) -> bool:
+        """A new group touching (or on) a rejected region's pixels is part of that region:
+        rejected too, no event (the reviewer said this place is not mining)."""
+        big = tuple(slice(max(0, s.start - 1), s.stop + 1) for s in sl)
+        comp = labels[big] == lab
+        ring = ndimage.binary_dilation(comp, structure=_FOUR)
+        rej = self.owner[big][ring & (self.status[big] == REJECTED)]
+        if rej.size == 0:
+            return False
+        ids, counts = np.unique(rej, return_counts=True)
+        self.status[big][comp] = REJECTED
+        self.owner[big][comp] = int(ids[np.argmax(counts)])
+        return True
 
     def _event(self, rid: int, status: str, date: dt.date, mask: np.ndarray) -> RegionEvent:
         n = self.count[mask].astype(np.float64)

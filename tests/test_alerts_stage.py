@@ -1,0 +1,121 @@
+"""``sandwatch monitor`` -> pixel alerts: events once, layers (COGs + GeoJSON) with their
+georeferencing and values, reviews; on the marker-model scenes of ``test_monitor_cli``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+
+import numpy as np
+import pytest
+import rasterio
+
+from sandwatch.cli.main import main
+from sandwatch.predict.writer import validate_cog
+from test_monitor_cli import D, GRID, GROWING, marked_scene, marker_checkpoint, rivers
+
+A1_ROWS, A1_COLS = slice(30, 42), slice(30, 42)
+
+
+@pytest.fixture(scope="module")
+def grown(tmp_path_factory):
+    """One monitor run of the growing site (6 dates, D4 cloudy)."""
+    root = tmp_path_factory.mktemp("alerts")
+    ckpt = marker_checkpoint(root / "marker.ckpt")
+    riv = rivers(root / "rivers.geojson")
+    scenes = [marked_scene(root / f"grow_{D[i]}.tif", D[i], m, cloud=c, seed=i) for i, (m, c) in enumerate(GROWING)]
+    out = root / "mon"
+    args = ["monitor", "--checkpoint", str(ckpt), "--site", "grow", "--aoi", str(riv), "--scenes",
+            *map(str, scenes), "-o", str(out), "-q", "--edge", "8"]
+    assert main(args) == 0
+    return {"root": root, "out": out, "args": args, "scenes": scenes}
+
+
+def events(db):
+    con = sqlite3.connect(db)
+    try:
+        return con.execute("select key, status, date, first_date, count, area_m2, confirmed_m2 from alert_events "
+                           "order by id").fetchall()
+    finally:
+        con.close()
+
+
+def site_window(db):
+    con = sqlite3.connect(db)
+    try:
+        return json.loads(con.execute("select window from sites").fetchone()[0])
+    finally:
+        con.close()
+
+
+def test_events_are_raised_once_with_dates_and_areas(grown, capsys):
+    db = grown["out"] / "history.sqlite"
+    row, col, _, _ = site_window(db)
+    key = f"{D[1]}:{30 - row}:{30 - col}"
+    ev = events(db)
+    # D1: A1 seen (provisional); D2, D3 agree -> confirmed on D3; D4 is a gap; D5 only grows it
+    assert ev == [(key, "provisional", str(D[1]), str(D[1]), 1, 14400.0, 0.0),
+                  (key, "confirmed", str(D[3]), str(D[1]), 3, 28800.0, 14400.0)]
+    capsys.readouterr()
+    assert main(grown["args"]) == 0                               # a re-run raises nothing again
+    said = capsys.readouterr().out
+    assert "grow: 0 new alert event(s); 1 provisional, 1 confirmed, 0 expired in all" in said
+    assert events(db) == ev
+
+
+def test_layers_are_cogs_on_the_aoi_window_with_the_documented_values(grown):
+    folder = grown["out"] / "alerts"
+    db = grown["out"] / "history.sqlite"
+    row, col, h, w = site_window(db)
+    wgrid = GRID.window_grid(__import__("sandwatch.grid", fromlist=["Window"]).Window(row, col, h, w))
+    layers = {}
+    for name in ("status", "first_date", "confidence", "count"):
+        path = folder / f"{D[5]}.{name}.tif"
+        ok, errors, _ = validate_cog(path)
+        assert ok, errors
+        with rasterio.open(path) as src:
+            assert src.crs == GRID.crs and src.transform == wgrid.transform and (src.height, src.width) == (h, w)
+            layers[name] = (src.read(1), src.nodata)
+    a1 = np.zeros((h, w), bool)
+    a1[30 - row:42 - row, 30 - col:42 - col] = True
+    a3 = np.zeros((h, w), bool)
+    a3[30 - row:50 - row, 30 - col:54 - col] = True
+    status, nodata = layers["status"]
+    assert nodata == 255 and (status[a1] == 2).all() and (status[a3 & ~a1] == 1).all()
+    inside = status != 255
+    assert (status[inside & ~a3] == 0).all() and inside.mean() > 0.3
+    first, fnd = layers["first_date"]
+    assert fnd == -32768
+    assert (first[a1] == (D[1] - dt.date(2020, 12, 31)).days).all()       # 15 days since the DIST-ALERT epoch
+    assert (first[a3 & ~a1 & (status == 1)] >= (D[3] - dt.date(2020, 12, 31)).days).all()
+    assert (first[inside & ~a3] == -32768).all()
+    count, _ = layers["count"]
+    assert (count[a1] == 4).all()                                     # D1, D2, D3, D5 (D4 a gap)
+    conf, _ = layers["confidence"]
+    assert (conf[a1] == 100).all() and (conf[a3 & ~a1] < 100).all()
+    gj = json.loads((folder / f"{D[5]}.alerts.geojson").read_text())
+    assert len(gj["features"]) == 1
+    p = gj["features"][0]["properties"]
+    assert (p["status"], p["area_ha"], p["confirmed_ha"], p["first_date"]) == ("confirmed", 4.8, 1.44, str(D[1]))
+    assert gj["features"][0]["geometry"]["type"] == "Polygon"
+
+
+def test_reject_sets_status_4_and_stops_events(grown, tmp_path, capsys):
+    import shutil
+
+    db = tmp_path / "history.sqlite"
+    shutil.copy(grown["out"] / "history.sqlite", db)
+    key = events(db)[0][0]
+    assert main(["alerts", "reject", str(db), "--site", "grow", "--key", key, "--by", "tester"]) == 0
+    assert main(["alerts", "reject", str(db), "--site", "grow", "--key", "nope", "--by", "t"]) == 2
+    assert "no alert 'nope'" in capsys.readouterr().err
+    assert main(["alerts", "update", str(db), "--site", "grow", "-o", str(tmp_path / "layers")]) == 0
+    with rasterio.open(tmp_path / "layers" / f"{D[5]}.status.tif") as src:
+        status = src.read(1)
+    assert set(np.unique(status)) - {255} == {0, 4}                  # A2, A3 joined the rejected A1
+    assert len(events(db)) == 2                                       # history kept, nothing new
+    assert "grow: 0 new alert event(s)" in capsys.readouterr().out
+    capsys.readouterr()
+    assert main(["alerts", "list", str(db)]) == 0
+    assert "outbox: 0 sent, 0 pending, 0 sending" in capsys.readouterr().out
