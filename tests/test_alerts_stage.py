@@ -13,23 +13,8 @@ import rasterio
 
 from sandwatch.cli.main import main
 from sandwatch.predict.writer import validate_cog
-from test_monitor_cli import D, GRID, GROWING, marked_scene, marker_checkpoint, rivers
-
-A1_ROWS, A1_COLS = slice(30, 42), slice(30, 42)
-
-
-@pytest.fixture(scope="module")
-def grown(tmp_path_factory):
-    """One monitor run of the growing site (6 dates, D4 cloudy)."""
-    root = tmp_path_factory.mktemp("alerts")
-    ckpt = marker_checkpoint(root / "marker.ckpt")
-    riv = rivers(root / "rivers.geojson")
-    scenes = [marked_scene(root / f"grow_{D[i]}.tif", D[i], m, cloud=c, seed=i) for i, (m, c) in enumerate(GROWING)]
-    out = root / "mon"
-    args = ["monitor", "--checkpoint", str(ckpt), "--site", "grow", "--aoi", str(riv), "--scenes",
-            *map(str, scenes), "-o", str(out), "-q", "--edge", "8"]
-    assert main(args) == 0
-    return {"root": root, "out": out, "args": args, "scenes": scenes}
+from alerts_fixtures import grown  # noqa: F401 - the fixture
+from test_monitor_cli import D, GRID
 
 
 def events(db):
