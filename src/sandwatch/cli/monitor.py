@@ -114,6 +114,8 @@ def monitor(ctx, checkpoint, site, aoi, scenes, out_dir, db, k, min_area_ha, min
     config = MonitorConfig(alerts=alerts, threshold=threshold, aoi_buffer_m=aoi_buffer, edge=edge,
                            cloud_test=cloud_test, tta=tta)
     rules = make_rules(confirm_k, expire_after, mmu_ha)
+    if dry_run and subs is None:
+        raise SandwatchError.about("--dry-run", "needs --subscribers", "pass the subscribers file to check")
     subscribers = load_subs(subs)        # a bad subscribers file stops here, before any output
     from sandwatch.io import ensure_writable_dir
 

@@ -178,6 +178,10 @@ class History:
                 if conn.dialect.name == "postgresql":
                     conn.execute(text("SELECT pg_advisory_xact_lock(5831021501)"))
                 metadata.create_all(conn)
+        except ModuleNotFoundError as err:
+            raise SandwatchError.about(db, f"needs the database driver {err.name!r}",
+                                       "pip install 'sandwatch[postgres]' (psycopg) for a postgresql+psycopg:// URL") \
+                from None
         except Exception as err:  # noqa: BLE001 - bad URL / unreachable server / not a database
             self._raise(err, db)
 
