@@ -32,7 +32,7 @@ class SMTPServer:
     """aiosmtpd on 127.0.0.1: ``messages`` holds (envelope recipients, parsed message) of
     every message it accepted (answered 250)."""
 
-    def __init__(self, port: int | None = None):
+    def __init__(self, port: int | None = None, **smtp_options):
         from aiosmtpd.controller import Controller
 
         self.messages: list[tuple[list[str], email.message.EmailMessage]] = []
@@ -46,7 +46,7 @@ class SMTPServer:
                 server.messages.append((list(envelope.rcpt_tos), msg))
                 return "250 Message accepted for delivery"
 
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, **smtp_options)
 
     def __enter__(self):
         self.controller.start()

@@ -203,3 +203,48 @@ def test_a_bad_subscribers_file_is_one_line(db, tmp_path, capsys, entry, message
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"error: {path}: ") and message in err, err
     assert outbox(db) == []
+
+
+def self_signed(folder):
+    """A certificate for 127.0.0.1 (openssl), its key and an SSL context serving it."""
+    import shutil as sh
+    import ssl
+
+    if sh.which("openssl") is None:
+        pytest.skip("openssl is not installed: cannot make the test server's certificate")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    return cert, ctx
+
+
+def test_starttls_and_login(db, tmp_path, monkeypatch):
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    cert, ctx = self_signed(tmp_path)
+    logins = []
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        text = [x.decode() if isinstance(x, bytes) else x for x in (auth_data.login, auth_data.password)] \
+            if isinstance(auth_data, LoginPassword) else None
+        ok = text == ["alerts", "pw"]
+        logins.append((mechanism, ok, session.ssl is not None))
+        return AuthResult(success=ok, handled=False)
+
+    with SMTPServer(tls_context=ctx, require_starttls=True, auth_required=True, authenticator=authenticator) as smtp:
+        path = tmp_path / "subs.yaml"
+        conf = {"smtp": {"host": "127.0.0.1", "port": smtp.port, "sender": "s@example.org", "starttls": True,
+                         "username": "alerts", "password_env": "TEST_SMTP_PW", "ca_file": "cert.pem"},
+                "subscribers": [{"name": "o", "emails": ["o@example.org"], "min_status": "provisional"}]}
+        path.write_text(yaml.safe_dump(conf))
+        monkeypatch.setenv("TEST_SMTP_PW", "wrong")
+        rep = deliver(db, load_subscribers(path), tmp_path / "out")
+        assert not rep.sent and len(rep.failed) == 2 and "535" in rep.failed[0][1]   # refused login: both wait
+        assert [r[3] for r in outbox(db)] == ["pending", "pending"] and smtp.messages == []
+        monkeypatch.setenv("TEST_SMTP_PW", "pw")
+        rep = deliver(db, load_subscribers(path), tmp_path / "out")
+        assert len(rep.sent) == 2 and len(smtp.messages) == 2
+        assert logins[-1][1:] == (True, True)                  # logged in, over TLS

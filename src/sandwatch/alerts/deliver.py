@@ -155,14 +155,15 @@ def deliver(db: str | os.PathLike, subscribers: Subscribers, out_dir: str | os.P
             for hook in sub.webhooks:
                 hook.key()
         png_dir = Path(out_dir) / "png"
-        for m in msgs:
+        new = [m for m in msgs if (m["event_id"], m["subscriber"], m["channel"], m["target"]) not in done]
+        for m in new:                           # recorded messages keep the PNG they were recorded with
             if m["attachment"] is None:
                 continue
             png = png_dir / m["attachment"]
             m["attachment"] = str(png)
             if not png.is_file():
                 _png(history, ctx[m["_site"]], m["_event"], png)
-        report.recorded = hx.enqueue(history, [{k: v for k, v in m.items() if not k.startswith("_")} for m in msgs])
+        report.recorded = hx.enqueue(history, [{k: v for k, v in m.items() if not k.startswith("_")} for m in new])
         for sub in subscribers.subscribers:
             if sub.feed is not None:
                 report.feeds += write_feed(Path(sub.feed), sub.name, per_sub[sub.name])

@@ -113,13 +113,13 @@ class Mailer:
         s = self.settings
         where = f"SMTP server {s.host}:{s.port}"
         try:
+            context = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
             if s.ssl:
-                smtp = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout_seconds,
-                                        context=ssl.create_default_context())
+                smtp = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout_seconds, context=context)
             else:
                 smtp = smtplib.SMTP(s.host, s.port, timeout=s.timeout_seconds)
                 if s.starttls:
-                    smtp.starttls(context=ssl.create_default_context())
+                    smtp.starttls(context=context)
             if s.username:
                 smtp.login(s.username, s.login_password() or "")
         except (OSError, smtplib.SMTPException) as err:

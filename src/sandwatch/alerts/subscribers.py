@@ -10,6 +10,7 @@
       username: alerts             # login (optional); the password from the environment:
       password_env: SANDWATCH_SMTP_PASSWORD
       sender: sandwatch@example.org
+      ca_file: null                # CA bundle (PEM) of a server with a private certificate
     webhook:
       attempts: 4                  # tries per message and run
       backoff_seconds: 2.0         # waits 2, 4, 8 s between them
@@ -77,6 +78,7 @@ class SmtpSettings(_Strict):
     password: str | None = None
     password_env: str | None = None
     sender: str
+    ca_file: Path | None = None          #: CA bundle for a server with a private certificate (default: the system's)
     timeout_seconds: float = Field(30.0, gt=0)
 
     _sender = field_validator("sender")(classmethod(lambda cls, v: check_email(v)))
@@ -175,4 +177,10 @@ def load_subscribers(path: str | os.PathLike) -> Subscribers:
     base = path.resolve().parent
     fixed = [s.model_copy(update={"feed": base / s.feed}) if s.feed is not None and not s.feed.is_absolute() else s
              for s in subs.subscribers]
-    return subs.model_copy(update={"subscribers": tuple(fixed)})
+    smtp = subs.smtp
+    if smtp is not None and smtp.ca_file is not None:
+        ca = smtp.ca_file if smtp.ca_file.is_absolute() else base / smtp.ca_file
+        if not ca.is_file():
+            raise SandwatchError.about(path, f"smtp.ca_file: no such file {ca}", "give the CA bundle's path (PEM)")
+        smtp = smtp.model_copy(update={"ca_file": ca})
+    return subs.model_copy(update={"subscribers": tuple(fixed), "smtp": smtp})

@@ -134,10 +134,11 @@ def enqueue(history: History, messages: list[dict[str, Any]]) -> int:
     return added
 
 
-def messages(history: History, status: str | None = None) -> list[dict[str, Any]]:
+def messages(history: History, *statuses: str) -> list[dict[str, Any]]:
+    """Outbox rows (those of the given statuses, or all), in the order they were recorded."""
     q = select(outbox).order_by(outbox.c.id)
-    if status is not None:
-        q = q.where(outbox.c.status == status)
+    if statuses:
+        q = q.where(outbox.c.status.in_(statuses))
     with history.engine.connect() as conn:
         return [dict(r) for r in conn.execute(q).mappings().all()]
 
@@ -163,8 +164,8 @@ def _sender_dead(claimed_by: str | None) -> bool:
 
 def claimable(history: History) -> list[dict[str, Any]]:
     """Messages to send: pending ones, and ``sending`` ones whose sender died."""
-    return [m for m in messages(history) if m["status"] == "pending"
-            or (m["status"] == "sending" and _sender_dead(m["claimed_by"]))]
+    return [m for m in messages(history, "pending", "sending")
+            if m["status"] == "pending" or _sender_dead(m["claimed_by"])]
 
 
 def claim(history: History, message: dict[str, Any]) -> bool:
