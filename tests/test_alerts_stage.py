@@ -104,3 +104,24 @@ def test_reject_sets_status_4_and_stops_events(grown, tmp_path, capsys):
     capsys.readouterr()
     assert main(["alerts", "list", str(db)]) == 0
     assert "outbox: 0 sent, 0 pending, 0 sending" in capsys.readouterr().out
+
+
+def test_observation_raster_keeps_the_probability_and_old_rasters_still_read(tmp_path):
+    from sandwatch.monitor.run import read_observation_raster, write_observation_raster
+
+    grid = GRID.window_grid(__import__("sandwatch.grid", fromlist=["Window"]).Window(0, 0, 4, 5))
+    mine = np.zeros((4, 5), bool)
+    mine[1, 1:3] = True
+    observed = np.ones((4, 5), bool)
+    observed[3] = False
+    prob = np.full((4, 5), 0.2, np.float32)
+    prob[mine] = 0.75
+    path = write_observation_raster(tmp_path / "o.tif", mine, observed, grid, D[0], prob)
+    m, o, p = read_observation_raster(path, probability=True)
+    assert (m == mine).all() and (o == observed).all()
+    assert p[mine] == pytest.approx(0.75, abs=1 / 254) and p[1, 0] == pytest.approx(0.2, abs=1 / 254)
+    assert (p[3] == 0).all()                                          # not observed
+    with rasterio.open(path) as src:
+        assert src.count == 2 and src.read(2)[3, 0] == 255 and src.transform == grid.transform
+    old = write_observation_raster(tmp_path / "old.tif", mine, observed, grid, D[0])   # one band, as before
+    assert (read_observation_raster(old, probability=True)[2] == mine).all()

@@ -133,7 +133,7 @@ def write_feed(folder: Path, name: str, rows: list[tuple[str, dict]]) -> list[Pa
 
 
 def deliver(db: str | os.PathLike, subscribers: Subscribers, out_dir: str | os.PathLike, *,
-            sites: list[str] | None = None, dry_run: bool = False,
+            sites: list[str] | None = None, dry_run: bool = False, progress: bool = False,
             on_sent: Callable[[dict], None] | None = None, sleep: Callable[[float], None] | None = None
             ) -> DeliveryReport:
     """See the module doc. ``on_sent(message)`` is called after each message is marked sent."""
@@ -167,7 +167,7 @@ def deliver(db: str | os.PathLike, subscribers: Subscribers, out_dir: str | os.P
         for sub in subscribers.subscribers:
             if sub.feed is not None:
                 report.feeds += write_feed(Path(sub.feed), sub.name, per_sub[sub.name])
-        _send_pending(history, subscribers, report, on_sent, sleep)
+        _send_pending(history, subscribers, report, on_sent, sleep, progress)
         return report
     finally:
         history.close()
@@ -182,8 +182,10 @@ def _png(history, rec, event: dict, path: Path) -> None:
     alert_png(path, event, history.observations(rec.id), _site_grid(rec), Window(*rec.window), rec.name)
 
 
-def _send_pending(history, subscribers: Subscribers, report: DeliveryReport, on_sent, sleep) -> None:
+def _send_pending(history, subscribers: Subscribers, report: DeliveryReport, on_sent, sleep, progress) -> None:
     import time
+
+    from tqdm.auto import tqdm
 
     from sandwatch.alerts.send import DeliveryError, Mailer, post_webhook
     from sandwatch.monitor import history_alerts as hx
@@ -192,7 +194,7 @@ def _send_pending(history, subscribers: Subscribers, report: DeliveryReport, on_
     mailer = Mailer(subscribers.smtp) if subscribers.smtp is not None else None
     smtp_down: str | None = None
     try:
-        for m in hx.claimable(history):
+        for m in tqdm(hx.claimable(history), desc="deliver", unit="message", disable=not progress):
             sub = by_name.get(m["subscriber"])
             if sub is None:
                 report.failed.append((m, f"subscriber {m['subscriber']!r} is no longer in the subscribers file"))

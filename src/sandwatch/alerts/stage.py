@@ -33,8 +33,10 @@ class AlertsResult:
     paths: dict[str, Path] = field(default_factory=dict)
 
 
-def site_state(history, site: str, rules: AlertRules = AlertRules()):
+def site_state(history, site: str, rules: AlertRules = AlertRules(), progress: bool = False):
     """``(site record, window grid, AOI mask, state, events)``: the replayed alert state of a site."""
+    from tqdm.auto import tqdm
+
     from sandwatch.aoi import rasterize_aoi
     from sandwatch.monitor.history_alerts import rejected_keys
     from sandwatch.monitor.run import _site_grid, read_observation_raster
@@ -49,7 +51,7 @@ def site_state(history, site: str, rules: AlertRules = AlertRules()):
     aoi = rasterize_aoi(shapely.from_wkt(rec.aoi_wkt), grid, window)
     state = PixelAlerts(window.shape, grid.pixel_area_m2, rules, rejected_keys(history, rec.id))
     events = []
-    for o in history.observations(rec.id):
+    for o in tqdm(history.observations(rec.id), desc=f"alerts {site}", unit="date", disable=not progress):
         if o["gap"] and rules.skip_gap_dates:
             continue
         raster = Path(o["observation_raster"] or "")
@@ -62,7 +64,7 @@ def site_state(history, site: str, rules: AlertRules = AlertRules()):
 
 
 def update_alerts(db: str | os.PathLike, site: str, out_dir: str | os.PathLike, rules: AlertRules = AlertRules(),
-                  *, layers: bool = True) -> AlertsResult:
+                  *, layers: bool = True, progress: bool = False) -> AlertsResult:
     """Replay the site's history, record its new alert events and (``layers``) write its layers
     to ``out_dir`` (see :mod:`sandwatch.alerts.layers`)."""
     from sandwatch.monitor.history import History
@@ -71,7 +73,7 @@ def update_alerts(db: str | os.PathLike, site: str, out_dir: str | os.PathLike, 
 
     history = History(db, must_exist=True)
     try:
-        rec, wgrid, aoi, state, events = site_state(history, site, rules)
+        rec, wgrid, aoi, state, events = site_state(history, site, rules, progress)
         result = AlertsResult(site=site, state=state)
         if not state.dates:
             return result

@@ -96,7 +96,8 @@ def alerts():
 @click.option("-o", "--out-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder of the layers.")
 @rule_options
-def update(db, site, out_dir, confirm_k, expire_after, mmu_ha):
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def update(db, site, out_dir, confirm_k, expire_after, mmu_ha, quiet):
     """Replay a site's history; record its new alert events; write its layers to OUT_DIR.
 
     \b
@@ -113,7 +114,7 @@ def update(db, site, out_dir, confirm_k, expire_after, mmu_ha):
 
     rules = make_rules(confirm_k, expire_after, mmu_ha)
     ensure_writable_dir(out_dir)
-    echo_update(update_alerts(db, site, out_dir, rules))
+    echo_update(update_alerts(db, site, out_dir, rules, progress=not quiet))
 
 
 @alerts.command("deliver", context_settings=CTX)
@@ -124,7 +125,8 @@ def update(db, site, out_dir, confirm_k, expire_after, mmu_ha):
               help="Folder for the e-mails' PNGs.")
 @click.option("--site", "sites", multiple=True, help="Only these sites (repeatable; default all).")
 @click.option("--dry-run", is_flag=True, help="Print what would be sent; record and send nothing.")
-def deliver_cmd(db, subs, out_dir, sites, dry_run):
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def deliver_cmd(db, subs, out_dir, sites, dry_run, quiet):
     """Send the alert events of a history database to subscribers.
 
     \b
@@ -152,7 +154,7 @@ def deliver_cmd(db, subs, out_dir, sites, dry_run):
     from sandwatch.alerts.deliver import deliver
 
     subscribers = load_subs(subs)
-    rep = deliver(db, subscribers, out_dir, sites=list(sites) or None, dry_run=dry_run)
+    rep = deliver(db, subscribers, out_dir, sites=list(sites) or None, dry_run=dry_run, progress=not quiet)
     echo_delivery(rep, dry_run)
 
 

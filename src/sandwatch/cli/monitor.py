@@ -139,10 +139,10 @@ def monitor(ctx, checkpoint, site, aoi, scenes, out_dir, db, k, min_area_ha, min
     from sandwatch.alerts.stage import update_alerts
 
     history_db = db if db is not None else Path(out_dir) / "history.sqlite"
-    echo_update(update_alerts(history_db, site, Path(out_dir) / "alerts", rules))
+    echo_update(update_alerts(history_db, site, Path(out_dir) / "alerts", rules, progress=not quiet))
     if subscribers is not None:
-        echo_delivery(deliver(history_db, subscribers, Path(out_dir) / "alerts", sites=[site], dry_run=dry_run),
-                      dry_run)
+        echo_delivery(deliver(history_db, subscribers, Path(out_dir) / "alerts", sites=[site], dry_run=dry_run,
+                              progress=not quiet), dry_run)
 
 
 @monitor.command("report", context_settings={"help_option_names": ["-h", "--help"]})
