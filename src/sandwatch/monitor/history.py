@@ -86,6 +86,11 @@ detections = Table(
     Column("geojson", Text, nullable=False),
 )
 
+def outline_columns() -> list[Column]:
+    """Where an alert is: centroid latitude/longitude, outline as WKT (grid CRS) and GeoJSON (WGS84)."""
+    return [Column("latitude", Float), Column("longitude", Float), Column("wkt", Text), Column("geojson", Text)]
+
+
 alerts = Table(
     "alerts", metadata,
     Column("id", Integer, primary_key=True),
@@ -96,10 +101,7 @@ alerts = Table(
     Column("first_seen", Date, nullable=False),
     Column("area_m2", Float, nullable=False),
     Column("growth_m2", Float, nullable=False),
-    Column("latitude", Float),
-    Column("longitude", Float),
-    Column("wkt", Text),
-    Column("geojson", Text),
+    *outline_columns(),
     Column("polygons", Text),
     Column("created", DateTime, nullable=False),
     UniqueConstraint("site_id", "region", "kind", "date", name="uq_alert"),

@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import (Column, Date, DateTime, Float, ForeignKey, Integer, String, Table, Text, UniqueConstraint,
                         and_, select, update)
 
-from sandwatch.monitor.history import History, _now, insert_ignore, metadata
+from sandwatch.monitor.history import History, _now, insert_ignore, metadata, outline_columns
 
 alert_events = Table(
     "alert_events", metadata,
@@ -43,10 +43,7 @@ alert_events = Table(
     Column("confirmed_m2", Float, nullable=False),
     Column("mean_prob", Float, nullable=False),
     Column("confidence", Float, nullable=False),
-    Column("latitude", Float),
-    Column("longitude", Float),
-    Column("wkt", Text),
-    Column("geojson", Text),
+    *outline_columns(),
     Column("created", DateTime, nullable=False),
     UniqueConstraint("site_id", "key", "status", name="uq_alert_event"),
 )
