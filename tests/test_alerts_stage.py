@@ -45,7 +45,7 @@ def test_events_are_raised_once_with_dates_and_areas(grown, capsys):
     capsys.readouterr()
     assert main(grown["args"]) == 0                               # a re-run raises nothing again
     said = capsys.readouterr().out
-    assert "grow: 0 new alert event(s); 1 provisional, 1 confirmed, 0 expired in all" in said
+    assert "alerts of grow: 0 new event(s); 1 provisional, 1 confirmed, 0 expired in all" in said
     assert events(db) == ev
 
 
@@ -100,7 +100,7 @@ def test_reject_sets_status_4_and_stops_events(grown, tmp_path, capsys):
         status = src.read(1)
     assert set(np.unique(status)) - {255} == {0, 4}                  # A2, A3 joined the rejected A1
     assert len(events(db)) == 2                                       # history kept, nothing new
-    assert "grow: 0 new alert event(s)" in capsys.readouterr().out
+    assert "alerts of grow: 0 new event(s)" in capsys.readouterr().out
     capsys.readouterr()
     assert main(["alerts", "list", str(db)]) == 0
     assert "outbox: 0 sent, 0 pending, 0 sending" in capsys.readouterr().out

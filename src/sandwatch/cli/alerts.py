@@ -56,7 +56,7 @@ def make_rules(confirm_k: int, expire_after: int, mmu_ha: float):
 
 def echo_update(res) -> None:
     n = {s: sum(1 for e in res.events if e["status"] == s) for s in ("provisional", "confirmed", "expired")}
-    click.echo(f"{res.site}: {res.added_events} new alert event(s); {n['provisional']} provisional, "
+    click.echo(f"alerts of {res.site}: {res.added_events} new event(s); {n['provisional']} provisional, "
                f"{n['confirmed']} confirmed, {n['expired']} expired in all")
     if res.paths:
         click.echo(f"  layers -> {res.paths['status'].parent} ({res.paths['status'].name.split('.')[0]})")
