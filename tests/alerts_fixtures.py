@@ -70,6 +70,7 @@ class HookReceiver:
         self.accepted: list[tuple[str, dict]] = []
         self.bad_signatures = 0
         self.fail_first = 0
+        self.fail_status = 503
         self.kill: tuple[int, str] | None = None
         self.killed: list[str] = []
         recv = self
@@ -90,7 +91,7 @@ class HookReceiver:
                     return
                 if recv.fail_first > 0:
                     recv.fail_first -= 1
-                    self.send_response(503)
+                    self.send_response(recv.fail_status)
                     self.end_headers()
                     return
                 good = "sha256=" + hmac.new(recv.secret, body, hashlib.sha256).hexdigest()

@@ -132,6 +132,33 @@ def test_webhook_retries_with_back_off(db, tmp_path):
     con.close()
 
 
+def test_a_refused_webhook_is_not_retried_and_waits_in_the_outbox(db, tmp_path):
+    with SMTPServer() as smtp, HookReceiver() as hook:
+        hook.fail_first, hook.fail_status = 1, 404
+        waits = []
+        subs = load_subscribers(subs_file(tmp_path / "subs.yaml", smtp.port, hook.url))
+        rep = deliver(db, subs, tmp_path / "out", sleep=waits.append)
+        assert waits == [] and len(rep.sent) == 4 and len(rep.failed) == 1
+        assert "HTTP 404" in rep.failed[0][1] and "not retried" in rep.failed[0][1]
+        con = sqlite3.connect(db)
+        assert con.execute("select status, attempts, last_error like '%HTTP 404%' from outbox "
+                           "where channel = 'webhook' and status != 'sent'").fetchall() == [("pending", 1, 1)]
+        con.close()
+        rep = deliver(db, subs, tmp_path / "out", sleep=waits.append)    # the receiver is fixed: it goes now
+        assert len(rep.sent) == 1 and len(hook.accepted) == 2 and len(smtp.messages) == 3
+
+
+def test_a_missing_webhook_secret_stops_before_anything_is_recorded(db, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("NO_SUCH_SECRET", raising=False)
+    path = tmp_path / "subs.yaml"
+    path.write_text(yaml.safe_dump({"subscribers": [
+        {"name": "x", "webhooks": [{"url": "http://127.0.0.1:9/h", "secret_env": "NO_SUCH_SECRET"}]}]}))
+    assert main(["alerts", "deliver", str(db), "--subscribers", str(path), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "$NO_SUCH_SECRET: is not set (the secret of webhook http://127.0.0.1:9/h)" in err
+    assert outbox(db) == []
+
+
 KILL_SCRIPT = """
 import os, signal, sys
 from sandwatch.alerts.deliver import deliver
