@@ -116,11 +116,11 @@ def database_url(db: str | os.PathLike) -> str:
     return f"sqlite:///{Path(text).resolve()}"
 
 
-def insert_ignore(conn, table: Table, rows: list[dict[str, Any]] | dict[str, Any], keys: list[str], *,
-                  returning=None):
-    """``INSERT ... ON CONFLICT (keys) DO NOTHING`` on SQLite and PostgreSQL: atomic under
-    concurrent writers, whatever the isolation level (a row another run inserted first is
-    simply not inserted again). ``returning``: a column to return (None when the row existed)."""
+def insert_ignore(conn, table: Table, row: dict[str, Any], keys: list[str]) -> int | None:
+    """``INSERT ... ON CONFLICT (keys) DO NOTHING RETURNING id`` on SQLite and PostgreSQL:
+    atomic under concurrent writers, whatever the isolation level (a row another run inserted
+    first is simply not inserted again). Returns the new row's id, None when it existed.
+    (``RETURNING``, not the cursor's rowcount: psycopg reported -1 for some of these.)"""
     name = conn.dialect.name
     if name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
@@ -129,10 +129,8 @@ def insert_ignore(conn, table: Table, rows: list[dict[str, Any]] | dict[str, Any
     else:  # pragma: no cover - other back-ends: a unique constraint still refuses the duplicate
         raise SandwatchError.about(conn.engine.url.render_as_string(hide_password=True),
                                    f"database {name!r} is not supported", "use SQLite or PostgreSQL")
-    stmt = insert(table).values(rows).on_conflict_do_nothing(index_elements=keys)
-    if returning is not None:
-        return conn.execute(stmt.returning(returning)).scalar()
-    return conn.execute(stmt).rowcount
+    stmt = insert(table).values(row).on_conflict_do_nothing(index_elements=keys).returning(table.c.id)
+    return conn.execute(stmt).scalar()
 
 
 def _now() -> dt.datetime:
@@ -260,14 +258,14 @@ class History:
         with self._writer.begin() as conn:
             if observation is not None:
                 obs_id = insert_ignore(conn, observations, dict(site_id=site_id, created=_now(), **observation),
-                                       ["site_id", "date", "scene_hash"], returning=observations.c.id)
+                                       ["site_id", "date", "scene_hash"])
                 if obs_id is not None:
                     if polygons:
                         conn.execute(detections.insert(), [{"observation_id": obs_id, **p} for p in polygons])
                     n_obs = 1
             for a in new_alerts:
                 n_alerts += insert_ignore(conn, alerts, dict(site_id=site_id, created=_now(), **a),
-                                          ["site_id", "region", "kind", "date"])
+                                          ["site_id", "region", "kind", "date"]) is not None
         return n_obs, n_alerts
 
 

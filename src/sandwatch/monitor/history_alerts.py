@@ -87,7 +87,7 @@ def record_events(history: History, site_id: int, rows: list[dict[str, Any]]) ->
     with history._writer.begin() as conn:
         for row in rows:
             added += insert_ignore(conn, alert_events, dict(site_id=site_id, created=_now(), **row),
-                                   ["site_id", "key", "status"])
+                                   ["site_id", "key", "status"]) is not None
     return added
 
 
@@ -105,9 +105,9 @@ def add_review(history: History, site_id: int, key: str, reviewer: str, note: st
                verdict: str = "rejected") -> bool:
     """Record a reviewer's verdict on a region; False when one was already recorded."""
     with history._writer.begin() as conn:
-        return bool(insert_ignore(conn, alert_reviews, dict(site_id=site_id, key=key, verdict=verdict,
-                                                             reviewer=reviewer, note=note, created=_now()),
-                                  ["site_id", "key"]))
+        return insert_ignore(conn, alert_reviews, dict(site_id=site_id, key=key, verdict=verdict,
+                                                        reviewer=reviewer, note=note, created=_now()),
+                             ["site_id", "key"]) is not None
 
 
 def rejected_keys(history: History, site_id: int) -> set[str]:
@@ -127,7 +127,7 @@ def enqueue(history: History, messages: list[dict[str, Any]]) -> int:
     with history._writer.begin() as conn:
         for m in messages:
             added += insert_ignore(conn, outbox, dict(status="pending", attempts=0, created=_now(), **m),
-                                   ["event_id", "subscriber", "channel", "target"])
+                                   ["event_id", "subscriber", "channel", "target"]) is not None
     return added
 
 
@@ -172,9 +172,10 @@ def claim(history: History, message: dict[str, Any]) -> bool:
     if message["status"] == "sending":          # its sender died: compare the claim we saw
         cond = and_(outbox.c.status == "sending", outbox.c.claimed_by == message["claimed_by"])
     with history._writer.begin() as conn:
-        res = conn.execute(update(outbox).where(and_(outbox.c.id == message["id"], cond))
-                           .values(status="sending", claimed_by=mine, attempts=outbox.c.attempts + 1))
-    return res.rowcount == 1
+        won = conn.execute(update(outbox).where(and_(outbox.c.id == message["id"], cond))
+                           .values(status="sending", claimed_by=mine, attempts=outbox.c.attempts + 1)
+                           .returning(outbox.c.id)).scalar()
+    return won is not None
 
 
 def mark_sent(history: History, message_id: int) -> None:
