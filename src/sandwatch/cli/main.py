@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "predict": ("sandwatch.cli.predict", "predict", "Map mining probability on new scenes with a checkpoint."),
     "evaluate": ("sandwatch.cli.evaluate", "evaluate", "Precision, recall, PR curve, average precision; a report."),
     "monitor": ("sandwatch.cli.monitor", "monitor", "Follow a site over many dates; alert on new mining."),
+    "alerts": ("sandwatch.cli.alerts", "alerts", "Pixel alerts (provisional/confirmed), layers, delivery, reviews."),
 }
 
 

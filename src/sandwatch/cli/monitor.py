@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from sandwatch.cli.alerts import echo_delivery, echo_update, load_subs, make_rules, rule_options
 from sandwatch.published import AOI_BUFFER_M, EDGE_PX
 
 HELP = """Follow one site over many dates: mined area per date, alerts, a history database.
@@ -22,6 +23,10 @@ regions that stop raise "inactive". Outputs in OUT_DIR:
   timeseries.csv/.png     mined area per date (gaps empty / broken line), alerts marked
   polygons/DATE.geojson   mining polygons per date (EPSG:4326)
   alerts.csv/.geojson     alerts: date, first seen, area, growth, centroid lat/lon
+  alerts/                 pixel alerts (`sandwatch alerts --help`): DATE.status/first_date/
+                          confidence/count.tif COGs and DATE.alerts.geojson; png/ of e-mails
+With --subscribers FILE the site's alert events then go to its subscribers (e-mail,
+webhook, feed files) through the database's outbox; --dry-run prints what would go.
 Re-running with the same scenes adds nothing; adding a date adds one observation and
 only the alerts it causes. Each date is committed on its own (a killed run keeps them).
 Runs of different sites may share one --db at the same time; a second run of the same
@@ -31,6 +36,8 @@ what is new; a lock left by a dead run is taken over.
 Examples:
   sandwatch monitor --checkpoint best.pt --site site00 --aoi demo/site00/rivers.geojson \\
       --scenes demo/site00/*.tif -o monitor/site00
+  sandwatch monitor --checkpoint best.ckpt --site site00 --aoi demo/site00/rivers.geojson \\
+      --scenes demo/site00/*.tif -o monitor/site00 --subscribers subscribers.yaml --dry-run
   sandwatch monitor report monitor/site00/history.sqlite
 """
 
@@ -79,10 +86,14 @@ class _MonitorGroup(click.Group):
 @click.option("--tta", is_flag=True,
               help="Test-time augmentation: predict every window in its 8 rotations/flips, turn the outputs back "
                    "and average the probabilities. Costs 8x the forward time.")
+@rule_options
+@click.option("--subscribers", "subs", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Subscribers file (YAML, see `sandwatch alerts deliver --help`): send the site's alerts.")
+@click.option("--dry-run", is_flag=True, help="With --subscribers: print what would be sent; send nothing.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def monitor(ctx, checkpoint, site, aoi, scenes, out_dir, db, k, min_area_ha, min_valid, threshold, aoi_buffer,
-            cloud_test, edge, device, tta, quiet):
+            cloud_test, edge, device, tta, confirm_k, expire_after, mmu_ha, subs, dry_run, quiet):
     if ctx.invoked_subcommand is not None:
         return
     missing = [name for name, v in (("--checkpoint", checkpoint), ("--site", site), ("--aoi", aoi),
@@ -102,6 +113,10 @@ def monitor(ctx, checkpoint, site, aoi, scenes, out_dir, db, k, min_area_ha, min
         raise SandwatchError.about("sandwatch monitor", str(err), "check --k, --min-area-ha and --min-valid") from None
     config = MonitorConfig(alerts=alerts, threshold=threshold, aoi_buffer_m=aoi_buffer, edge=edge,
                            cloud_test=cloud_test, tta=tta)
+    rules = make_rules(confirm_k, expire_after, mmu_ha)
+    if dry_run and subs is None:
+        raise SandwatchError.about("--dry-run", "needs --subscribers", "pass the subscribers file to check")
+    subscribers = load_subs(subs)        # a bad subscribers file stops here, before any output
     from sandwatch.io import ensure_writable_dir
 
     ckpt = Checkpoint.load(checkpoint)   # validated: a bad file stops here, before any output
@@ -120,6 +135,14 @@ def monitor(ctx, checkpoint, site, aoi, scenes, out_dir, db, k, min_area_ha, min
             click.echo(f"  alert {a['kind']}: region {a['region']} on {a['date']} (first seen {a['first_seen']}), "
                        f"{a['area_m2'] / 1e4:.2f} ha, growth {a['growth_m2'] / 1e4:+.2f} ha{where}")
     click.echo(f"-> {res.paths['timeseries_csv'].parent}")
+    from sandwatch.alerts.deliver import deliver
+    from sandwatch.alerts.stage import update_alerts
+
+    history_db = db if db is not None else Path(out_dir) / "history.sqlite"
+    echo_update(update_alerts(history_db, site, Path(out_dir) / "alerts", rules, progress=not quiet))
+    if subscribers is not None:
+        echo_delivery(deliver(history_db, subscribers, Path(out_dir) / "alerts", sites=[site], dry_run=dry_run,
+                              progress=not quiet), dry_run)
 
 
 @monitor.command("report", context_settings={"help_option_names": ["-h", "--help"]})

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (Boolean, Column, Date, DateTime, Float, ForeignKey, Integer, MetaData, String, Table, Text,
-                        UniqueConstraint, create_engine, event, select)
+                        UniqueConstraint, create_engine, event, select, text)
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import OperationalError
 
 from sandwatch.errors import SandwatchError
 from sandwatch.io import free_bytes, remove_quietly, temporary_sibling, write_error
@@ -86,6 +86,11 @@ detections = Table(
     Column("geojson", Text, nullable=False),
 )
 
+def outline_columns() -> list[Column]:
+    """Where an alert is: centroid latitude/longitude, outline as WKT (grid CRS) and GeoJSON (WGS84)."""
+    return [Column("latitude", Float), Column("longitude", Float), Column("wkt", Text), Column("geojson", Text)]
+
+
 alerts = Table(
     "alerts", metadata,
     Column("id", Integer, primary_key=True),
@@ -96,10 +101,7 @@ alerts = Table(
     Column("first_seen", Date, nullable=False),
     Column("area_m2", Float, nullable=False),
     Column("growth_m2", Float, nullable=False),
-    Column("latitude", Float),
-    Column("longitude", Float),
-    Column("wkt", Text),
-    Column("geojson", Text),
+    *outline_columns(),
     Column("polygons", Text),
     Column("created", DateTime, nullable=False),
     UniqueConstraint("site_id", "region", "kind", "date", name="uq_alert"),
@@ -112,6 +114,23 @@ def database_url(db: str | os.PathLike) -> str:
     if "://" in text:
         return text
     return f"sqlite:///{Path(text).resolve()}"
+
+
+def insert_ignore(conn, table: Table, row: dict[str, Any], keys: list[str]) -> int | None:
+    """``INSERT ... ON CONFLICT (keys) DO NOTHING RETURNING id`` on SQLite and PostgreSQL:
+    atomic under concurrent writers, whatever the isolation level (a row another run inserted
+    first is simply not inserted again). Returns the new row's id, None when it existed.
+    (``RETURNING``, not the cursor's rowcount: psycopg reported -1 for some of these.)"""
+    name = conn.dialect.name
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # pragma: no cover - other back-ends: a unique constraint still refuses the duplicate
+        raise SandwatchError.about(conn.engine.url.render_as_string(hide_password=True),
+                                   f"database {name!r} is not supported", "use SQLite or PostgreSQL")
+    stmt = insert(table).values(row).on_conflict_do_nothing(index_elements=keys).returning(table.c.id)
+    return conn.execute(stmt).scalar()
 
 
 def _now() -> dt.datetime:
@@ -155,7 +174,14 @@ class History:
                 self.engine = create_engine(url, future=True)
             #: connections whose transactions write: BEGIN IMMEDIATE on SQLite
             self._writer = self.engine.execution_options(sandwatch_write=True)
-            metadata.create_all(self.engine)
+            with self._writer.begin() as conn:   # one creator at a time (SQLite: IMMEDIATE; PostgreSQL: a lock)
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(5831021501)"))
+                metadata.create_all(conn)
+        except ModuleNotFoundError as err:
+            raise SandwatchError.about(db, f"needs the database driver {err.name!r}",
+                                       "pip install 'sandwatch[postgres]' (psycopg) for a postgresql+psycopg:// URL") \
+                from None
         except Exception as err:  # noqa: BLE001 - bad URL / unreachable server / not a database
             self._raise(err, db)
 
@@ -191,13 +217,10 @@ class History:
         compares its grid and AOI as for any known site."""
         try:
             with self._writer.begin() as conn:
-                if conn.execute(select(sites.c.id).where(sites.c.name == name)).first() is None:
-                    conn.execute(sites.insert().values(
-                        name=name, crs=crs, transform=json.dumps(list(transform)), width=width, height=height,
-                        window=json.dumps(list(window)), aoi_wkt=aoi_wkt, latitude=latitude, longitude=longitude,
-                        created=_now()))
-        except IntegrityError:
-            pass              # a server database without IMMEDIATE: the other run's insert won
+                insert_ignore(conn, sites, dict(
+                    name=name, crs=crs, transform=json.dumps(list(transform)), width=width, height=height,
+                    window=json.dumps(list(window)), aoi_wkt=aoi_wkt, latitude=latitude, longitude=longitude,
+                    created=_now()), ["name"])
         except OperationalError as err:
             self._raise(err)
         return self.site(name)  # type: ignore[return-value]
@@ -234,22 +257,15 @@ class History:
         n_obs = n_alerts = 0
         with self._writer.begin() as conn:
             if observation is not None:
-                exists = conn.execute(select(observations.c.id).where(
-                    (observations.c.site_id == site_id) & (observations.c.date == observation["date"])
-                    & (observations.c.scene_hash == observation["scene_hash"]))).first()
-                if exists is None:
-                    res = conn.execute(observations.insert().values(site_id=site_id, created=_now(), **observation))
-                    obs_id = res.inserted_primary_key[0]
+                obs_id = insert_ignore(conn, observations, dict(site_id=site_id, created=_now(), **observation),
+                                       ["site_id", "date", "scene_hash"])
+                if obs_id is not None:
                     if polygons:
                         conn.execute(detections.insert(), [{"observation_id": obs_id, **p} for p in polygons])
                     n_obs = 1
             for a in new_alerts:
-                exists = conn.execute(select(alerts.c.id).where(
-                    (alerts.c.site_id == site_id) & (alerts.c.region == a["region"]) & (alerts.c.kind == a["kind"])
-                    & (alerts.c.date == a["date"]))).first()
-                if exists is None:
-                    conn.execute(alerts.insert().values(site_id=site_id, created=_now(), **a))
-                    n_alerts += 1
+                n_alerts += insert_ignore(conn, alerts, dict(site_id=site_id, created=_now(), **a),
+                                          ["site_id", "region", "kind", "date"]) is not None
         return n_obs, n_alerts
 
 
@@ -311,3 +327,6 @@ def _site_record(row) -> SiteRecord:
     return SiteRecord(id=row["id"], name=row["name"], crs=row["crs"], transform=json.loads(row["transform"]),
                       width=row["width"], height=row["height"], window=json.loads(row["window"]),
                       aoi_wkt=row["aoi_wkt"], latitude=row["latitude"], longitude=row["longitude"])
+
+
+from sandwatch.monitor import history_alerts  # noqa: E402,F401 - the alert tables join ``metadata``

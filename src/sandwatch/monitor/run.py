@@ -105,22 +105,47 @@ def scene_fingerprint(source: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def write_observation_raster(path: Path, mine: np.ndarray, observed: np.ndarray, grid: Grid, date: dt.date) -> Path:
-    """uint8 GeoTIFF on ``grid``: 1 mine, 0 not mine, 255 not observed."""
+def write_observation_raster(path: Path, mine: np.ndarray, observed: np.ndarray, grid: Grid, date: dt.date,
+                             probability: np.ndarray | None = None) -> Path:
+    """uint8 GeoTIFF on ``grid``: band 1 mine (1 mine, 0 not mine, 255 not observed); band 2
+    (with ``probability``) the mine probability as round(254 p), 255 not observed."""
     data = np.where(observed, mine.astype(np.uint8), NOT_OBSERVED).astype(np.uint8)
+    bands = [data]
+    if probability is not None:
+        p = np.clip(np.nan_to_num(np.asarray(probability, np.float32)), 0.0, 1.0)
+        bands.append(np.where(observed, np.round(p * 254), NOT_OBSERVED).astype(np.uint8))
     with atomic_output(path) as tmp:
-        with rasterio.open(tmp, "w", driver="GTiff", width=grid.width, height=grid.height, count=1, dtype="uint8",
-                           crs=grid.crs, transform=grid.transform, nodata=NOT_OBSERVED, compress="deflate") as dst:
-            dst.write(data, 1)
+        with rasterio.open(tmp, "w", driver="GTiff", width=grid.width, height=grid.height, count=len(bands),
+                           dtype="uint8", crs=grid.crs, transform=grid.transform, nodata=NOT_OBSERVED,
+                           compress="deflate") as dst:
+            dst.write(np.stack(bands))
             dst.update_tags(ACQUISITION_DATE=date.isoformat(), VALUES="1 mine, 0 not mine, 255 not observed")
+            if probability is not None:
+                dst.update_tags(2, VALUES="mine probability x 254, 255 not observed")
     return path
 
 
-def read_observation_raster(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def read_observation_raster(path: Path, probability: bool = False):
+    """``(mine, observed)``; with ``probability`` also the probability (0..1; 1 on mine pixels
+    of a raster written without its probability band, 0 elsewhere)."""
     with rasterio.open(path) as src:
         data = src.read(1)
+        prob = src.read(2) if probability and src.count >= 2 else None
     observed = data != NOT_OBSERVED
-    return (data == 1) & observed, observed
+    mine = (data == 1) & observed
+    if not probability:
+        return mine, observed
+    p = mine.astype(np.float32) if prob is None else np.where(observed, prob / 254.0, 0.0).astype(np.float32)
+    return mine, observed, p
+
+
+def read_probability(path: Path, window: Window) -> np.ndarray:
+    """Mine probability (0..1, 0 on nodata) of a ``predict`` probability COG over ``window``
+    (its GDAL scale/offset give probability; float32 files hold it as it is)."""
+    with rasterio.open(path) as src:
+        raw = src.read(1, window=window.to_rasterio(), masked=True)
+        p = raw.astype(np.float32) * float(src.scales[0]) + float(src.offsets[0])
+    return np.clip(np.ma.filled(p, 0.0), 0.0, 1.0).astype(np.float32)
 
 
 def _site_grid(rec) -> Grid:
@@ -280,7 +305,8 @@ def _monitor_locked(checkpoint, site, aoi, scenes, out_dir: Path, *, db, config:
                                      threshold=config.threshold, batch_size=config.batch_size, progress=False,
                                      name=name, tta=config.tta, wait=wait)
                 mine, observed, method = observe(scene, pred.paths["mask"], window, aoi_mask, config)
-                write_observation_raster(raster, mine, observed, wgrid, date)
+                write_observation_raster(raster, mine, observed, wgrid, date,
+                                         read_probability(pred.paths["probability"], window))
                 fig = date_figures(mine, observed, aoi_mask, px_area)
                 valid_fraction = fig.valid_fraction
                 gap = tracker.is_gap(valid_fraction)

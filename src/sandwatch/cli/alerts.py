@@ -1,0 +1,220 @@
+"""``sandwatch alerts``: pixel alert state, layers, events; delivery; reviews."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+HELP = """Alerts authorities can act on, from a monitoring history (after `sandwatch monitor`).
+
+\b
+Per pixel of a site, over its dates: a detection starts a PROVISIONAL alert; when the next
+--confirm-k clear observations agree (detected again, no miss between; clouds and nodata
+do not count) it is CONFIRMED; --expire-after misses in a row EXPIRE a provisional one; a
+reviewer can REJECT a region (`sandwatch alerts reject`). Alert regions (pixels sharing an
+edge) of at least --mmu-ha raise each event (provisional, confirmed, expired) once.
+`sandwatch monitor` runs `update` for its site after every run (layers in OUT_DIR/alerts/).
+\b
+Sub-commands:
+  update    replay a site's history: record new events, write the layers (COGs + GeoJSON)
+  deliver   send events to subscribers (e-mail, webhook, feed files) through the outbox
+  reject    mark an alert region as rejected by a reviewer
+  list      events and the outbox of a history database
+\b
+Examples:
+  sandwatch alerts update monitor/history.sqlite --site site00 -o monitor/alerts
+  sandwatch alerts deliver monitor/history.sqlite --subscribers subscribers.yaml -o monitor/alerts --dry-run
+  sandwatch alerts reject monitor/history.sqlite --site site00 --key 2021-02-09:40:17 --by "A. Officer"
+  sandwatch alerts list postgresql+psycopg://sandwatch@dbhost/history
+"""
+
+
+def rule_options(f):
+    """--confirm-k, --expire-after, --mmu-ha (shared with `sandwatch monitor`)."""
+    f = click.option("--mmu-ha", type=float, default=0.2, show_default=True,
+                     help="Minimum mapping unit of an alert region, hectares (0.2 ha = 20 px of 10 m).")(f)
+    f = click.option("--expire-after", type=int, default=3, show_default=True,
+                     help="Misses in a row that expire a provisional pixel.")(f)
+    f = click.option("--confirm-k", type=int, default=2, show_default=True,
+                     help="Later clear observations in a row that must agree to confirm a pixel.")(f)
+    return f
+
+
+def make_rules(confirm_k: int, expire_after: int, mmu_ha: float):
+    from sandwatch.alerts.model import AlertRules
+    from sandwatch.errors import SandwatchError
+
+    try:
+        return AlertRules(confirm_k=confirm_k, expire_n=expire_after, min_area_m2=mmu_ha * 1e4)
+    except ValueError as err:
+        raise SandwatchError.about("sandwatch alerts", str(err),
+                                   "check --confirm-k, --expire-after and --mmu-ha") from None
+
+
+def echo_update(res) -> None:
+    n = {s: sum(1 for e in res.events if e["status"] == s) for s in ("provisional", "confirmed", "expired")}
+    click.echo(f"alerts of {res.site}: {res.added_events} new event(s); {n['provisional']} provisional, "
+               f"{n['confirmed']} confirmed, {n['expired']} expired in all")
+    if res.paths:
+        click.echo(f"  layers -> {res.paths['status'].parent} ({res.paths['status'].name.split('.')[0]})")
+
+
+def echo_delivery(rep, dry_run: bool) -> None:
+    if dry_run:
+        for m in rep.planned:
+            verb = "e-mail" if m["channel"] == "email" else "POST to"
+            ev = m["_event"]
+            click.echo(f"would {verb} {m['target']} ({m['subscriber']}): {m['_site']} {ev['status']} "
+                       f"{ev['key']}, {ev['area_m2'] / 1e4:.2f} ha")
+        for p in rep.feeds:
+            click.echo(f"would write feed {p}")
+        click.echo(f"dry run: {len(rep.planned)} message(s) would be sent; nothing recorded or sent")
+        return
+    click.echo(f"delivery: {len(rep.sent)} sent, {rep.recorded} newly recorded, {len(rep.failed)} waiting "
+               f"(retried on the next run)")
+    for m, err in rep.failed:
+        click.echo(f"  not sent to {m['target']}: {err}")
+
+
+def load_subs(path):
+    from sandwatch.alerts.subscribers import load_subscribers
+
+    return load_subscribers(path) if path is not None else None
+
+
+@click.group("alerts", help=HELP, context_settings=CTX)
+def alerts():
+    pass
+
+
+@alerts.command("update", context_settings=CTX)
+@click.argument("db")
+@click.option("--site", required=True, help="Site name in the history.")
+@click.option("-o", "--out-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder of the layers.")
+@rule_options
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def update(db, site, out_dir, confirm_k, expire_after, mmu_ha, quiet):
+    """Replay a site's history; record its new alert events; write its layers to OUT_DIR.
+
+    \b
+    Layers (state as of the latest date, DATE), on the site's AOI window:
+      DATE.status.tif       0 none, 1 provisional, 2 confirmed, 3 expired, 4 rejected (255 outside the AOI)
+      DATE.first_date.tif   first detection, days since 2020-12-31 (as DIST-ALERT); -32768 none
+      DATE.confidence.tif   0..100;   DATE.count.tif   detections
+      DATE.alerts.geojson   alert regions: status, dates, count, area, mean probability, confidence
+    Example:
+      sandwatch alerts update monitor/history.sqlite --site site00 -o monitor/alerts
+    """
+    from sandwatch.alerts.stage import update_alerts
+    from sandwatch.io import ensure_writable_dir
+
+    rules = make_rules(confirm_k, expire_after, mmu_ha)
+    ensure_writable_dir(out_dir)
+    echo_update(update_alerts(db, site, out_dir, rules, progress=not quiet))
+
+
+@alerts.command("deliver", context_settings=CTX)
+@click.argument("db")
+@click.option("--subscribers", "subs", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Subscribers file (YAML).")
+@click.option("-o", "--out-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the e-mails' PNGs.")
+@click.option("--site", "sites", multiple=True, help="Only these sites (repeatable; default all).")
+@click.option("--dry-run", is_flag=True, help="Print what would be sent; record and send nothing.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def deliver_cmd(db, subs, out_dir, sites, dry_run, quiet):
+    """Send the alert events of a history database to subscribers.
+
+    \b
+    Each message is recorded in the database's outbox before it is sent and marked when the
+    server accepted it: a killed run never loses one, and the next run sends only what is
+    left. SMTP down: the e-mails stay in the outbox and go on the next run. Webhooks are
+    POSTed as JSON with X-Sandwatch-Signature: sha256=HMAC-SHA256(secret, body) and
+    X-Sandwatch-Delivery: ID, retried with back-off.
+    \b
+    Subscribers file:
+      smtp: {host: smtp.example.org, port: 587, starttls: true, username: alerts,
+             password_env: SANDWATCH_SMTP_PASSWORD, sender: sandwatch@example.org}
+      webhook: {attempts: 4, backoff_seconds: 2, timeout_seconds: 10}
+      subscribers:
+        - name: district-office
+          emails: [officer@example.org]
+          webhooks: [{url: "https://example.org/hook", secret_env: HOOK_SECRET}]
+          sites: [site00]                 # optional; area: [min_lon, min_lat, max_lon, max_lat]
+          min_status: confirmed           # or provisional (every event)
+          min_area_ha: 0.2
+          feed: feeds/                    # optional: feeds/district-office.geojson and .csv
+    Example:
+      sandwatch alerts deliver monitor/history.sqlite --subscribers subs.yaml -o monitor/alerts --dry-run
+    """
+    from sandwatch.alerts.deliver import deliver
+
+    subscribers = load_subs(subs)
+    rep = deliver(db, subscribers, out_dir, sites=list(sites) or None, dry_run=dry_run, progress=not quiet)
+    echo_delivery(rep, dry_run)
+
+
+@alerts.command("reject", context_settings=CTX)
+@click.argument("db")
+@click.option("--site", required=True)
+@click.option("--key", required=True, help="The alert's key (FIRST-DATE:ROW:COL, see `sandwatch alerts list`).")
+@click.option("--by", "reviewer", required=True, help="Who reviewed it.")
+@click.option("--note", default=None)
+def reject(db, site, key, reviewer, note):
+    """Mark an alert region as rejected (not mining): its pixels get status 4, no more events.
+
+    \b
+    Takes effect on the next `sandwatch alerts update` (or monitor run) of the site.
+    Example:
+      sandwatch alerts reject monitor/history.sqlite --site site00 --key 2021-02-09:40:17 --by "A. Officer"
+    """
+    from sandwatch.errors import SandwatchError
+    from sandwatch.monitor.history import History
+    from sandwatch.monitor.history_alerts import add_review, events
+
+    history = History(db, must_exist=True)
+    try:
+        rec = history.site(site)
+        if rec is None:
+            raise SandwatchError.about(db, f"has no site {site!r}", "check --site")
+        if key not in {e["key"] for e in events(history, rec.id)}:
+            raise SandwatchError.about("--key", f"no alert {key!r} at site {site!r}",
+                                       "see `sandwatch alerts list` for the keys")
+        added = add_review(history, rec.id, key, reviewer, note)
+    finally:
+        history.close()
+    click.echo(f"{site} {key}: rejected by {reviewer}" if added else f"{site} {key}: already reviewed")
+
+
+@alerts.command("list", context_settings=CTX)
+@click.argument("db")
+@click.option("--site", default=None)
+def list_cmd(db, site):
+    """Print the alert events and the outbox of a history database.
+
+    \b
+    Example:
+      sandwatch alerts list monitor/history.sqlite --site site00
+    """
+    from sandwatch.monitor.history import History
+    from sandwatch.monitor.history_alerts import events, messages
+
+    history = History(db, must_exist=True)
+    try:
+        names = {r.id: r.name for r in history.sites()}
+        shown = set()
+        for e in events(history):
+            if site is not None and names[e["site_id"]] != site:
+                continue
+            shown.add(e["id"])
+            click.echo(f"{names[e['site_id']]:<16} {e['key']:<24} {e['status']:<12} {e['date']} "
+                       f"first {e['first_date']} {e['area_m2'] / 1e4:7.2f} ha conf {e['confidence']:.2f}")
+        out = [m for m in messages(history) if m["event_id"] in shown]
+        counts = {s: sum(m["status"] == s for m in out) for s in ("pending", "sending", "sent")}
+        click.echo(f"outbox: {counts['sent']} sent, {counts['pending']} pending, {counts['sending']} sending")
+    finally:
+        history.close()
