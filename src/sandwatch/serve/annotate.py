@@ -74,8 +74,8 @@ def load_labels(path: Path) -> dict:
 
 
 def _ring_ok(ring) -> bool:
-    return (isinstance(ring, list) and len(ring) >= 4 and all(
-        isinstance(p, list) and len(p) >= 2 and all(isinstance(v, (int, float)) and math.isfinite(v) for v in p[:2])
+    return (isinstance(ring, (list, tuple)) and len(ring) >= 4 and all(
+        isinstance(p, (list, tuple)) and len(p) >= 2 and all(isinstance(v, (int, float)) and math.isfinite(v) for v in p[:2])
         and -180 <= p[0] <= 180 and -90 <= p[1] <= 90 for p in ring))
 
 
@@ -88,8 +88,8 @@ def check_feature(feature, index: int, source: str = "labels") -> dict:
     gtype = geom.get("type")
     coords = geom.get("coordinates")
     polys = [coords] if gtype == "Polygon" else coords if gtype == "MultiPolygon" else None
-    if not isinstance(polys, list) or not polys or not all(
-            isinstance(p, list) and p and all(_ring_ok(r) for r in p) for p in polys):
+    if not isinstance(polys, (list, tuple)) or not polys or not all(
+            isinstance(p, (list, tuple)) and p and all(_ring_ok(r) for r in p) for p in polys):
         raise SandwatchError(f"{where} is not a polygon in longitude/latitude (type {str(gtype)[:20]}); "
                              "draw polygons only")
     if sum(len(r) for p in polys for r in p) > MAX_VERTICES:

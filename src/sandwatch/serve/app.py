@@ -1,19 +1,20 @@
 """The ``sandwatch serve`` web application (Starlette): pages, tiles, vectors, review, labels.
 
 ``create_app(project_folder, config)`` builds it; ``sandwatch serve`` runs it with uvicorn.
-Routes (``KEY`` is an opaque file key from ``/api/project``, never a path):
+Routes (``KEY`` is an opaque file key from ``/api/project``, never a path; site names travel as
+query parameters, so any name works):
 
 =====================================================  ==========================================
 ``GET  /``                                              the map page
 ``GET  /api/project``                                   sites, dates, their file keys
 ``GET  /tiles/KEY/Z/X/Y.png``                           scene / probability / mask tile
 ``GET  /api/vector/KEY``                                a registered GeoJSON (polygons of a date)
-``GET  /api/sites/SITE/aoi``                            the site's AOI (GeoJSON, EPSG:4326)
-``GET  /api/sites/SITE/dates/DATE/labels``              the label file (annotate view)
-``POST /api/sites/SITE/dates/DATE/labels``              save it (token), earlier version kept
-``GET  /api/sites/SITE/dates/DATE/labels/versions``     earlier versions
-``GET  /api/sites/SITE/dates/DATE/labelbox.ndjson``     Labelbox export
-``POST /api/sites/SITE/dates/DATE/labelbox``            Labelbox import (token): merged and saved
+``GET  /api/aoi?site=S``                                the site's AOI (GeoJSON, EPSG:4326)
+``GET  /api/labels?site=S&date=D``                      the label file (annotate view)
+``POST /api/labels?site=S&date=D``                      save it (token), earlier version kept
+``GET  /api/labels/versions?site=S&date=D``             earlier versions
+``GET  /api/labelbox.ndjson?site=S&date=D``             Labelbox export
+``POST /api/labelbox?site=S&date=D``                    Labelbox import (token): merged and saved
 ``GET  /api/alerts``                                    monitoring alerts with their latest review
 ``POST /api/alerts/ID/review``                          accept / reject / needs field check (token)
 =====================================================  ==========================================
@@ -109,11 +110,11 @@ def create_app(project: Project | str | os.PathLike, config: ServeConfig = Serve
         return Response(layers.vector_text(path), media_type="application/geo+json")
 
     def aoi(request: Request):
-        return JSONResponse(layers.aoi(project.site(request.path_params["site"])))
+        return JSONResponse(layers.aoi(project.site(request.query_params.get("site", ""))))
 
     def _entry(request: Request):
-        site = project.site(request.path_params["site"])
-        return site, site.entry(request.path_params["date"])
+        site = project.site(request.query_params.get("site", ""))
+        return site, site.entry(request.query_params.get("date", ""))
 
     def labels_get(request: Request):
         from sandwatch.serve.annotate import load_labels
@@ -176,16 +177,13 @@ def create_app(project: Project | str | os.PathLike, config: ServeConfig = Serve
         log.info("alert %s %s by %s", request.path_params["alert"], d.decision, d.reviewer)
         return JSONResponse({"review": d.__dict__})
 
-    site_date = "/api/sites/{site}/dates/{date}"
     routes = [
         Route("/", page), Route("/api/project", api_project),
         Route("/tiles/{key:str}/{z:int}/{x:int}/{y:int}.png", tile),
-        Route("/api/vector/{key:str}", vector), Route("/api/sites/{site}/aoi", aoi),
-        Route(f"{site_date}/labels", labels_get, methods=["GET"]),
-        Route(f"{site_date}/labels", labels_post, methods=["POST"]),
-        Route(f"{site_date}/labels/versions", labels_versions),
-        Route(f"{site_date}/labelbox.ndjson", labelbox_export),
-        Route(f"{site_date}/labelbox", labelbox_import, methods=["POST"]),
+        Route("/api/vector/{key:str}", vector), Route("/api/aoi", aoi),
+        Route("/api/labels", labels_get, methods=["GET"]), Route("/api/labels", labels_post, methods=["POST"]),
+        Route("/api/labels/versions", labels_versions), Route("/api/labelbox.ndjson", labelbox_export),
+        Route("/api/labelbox", labelbox_import, methods=["POST"]),
         Route("/api/alerts", alerts), Route("/api/alerts/{alert}/review", review, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

@@ -49,8 +49,8 @@
     state.layers = {};
   }
   function entry(i) { return state.site.dates[i === undefined ? state.dateIndex : i]; }
-  function siteUrl(rest) {
-    return `/api/sites/${encodeURIComponent(state.site.name)}/dates/${encodeURIComponent(entry().date)}${rest}`;
+  function siteUrl(path) {
+    return `${path}?site=${encodeURIComponent(state.site.name)}&date=${encodeURIComponent(entry().date)}`;
   }
 
   // ---- site and date ----
@@ -68,7 +68,7 @@
   async function loadAoi() {
     if (state.aoi) map.removeLayer(state.aoi);
     state.aoi = null;
-    const fc = await api(`/api/sites/${encodeURIComponent(state.site.name)}/aoi`);
+    const fc = await api(`/api/aoi?site=${encodeURIComponent(state.site.name)}`);
     state.aoi = L.geoJSON(fc, { pane: "vectors", interactive: false, style: { color: "#19c3e6", weight: 2, dashArray: "6 4", fill: false } });
     if ($("show-aoi").checked) state.aoi.addTo(map);
   }
@@ -84,7 +84,7 @@
       state.layers.polygons = g.addTo(map);
       api(`/api/vector/${encodeURIComponent(e.polygons)}`).then((fc) => g.addData(fc)).catch(() => {});
     }
-    $("labelbox-export").href = siteUrl("/labelbox.ndjson");
+    $("labelbox-export").href = siteUrl("/api/labelbox.ndjson");
     updateSwipe();
     loadLabels();
   }
@@ -130,7 +130,7 @@
     if (state.labels) map.removeLayer(state.labels);
     state.labels = L.featureGroup();
     if ($("show-labels").checked) state.labels.addTo(map);
-    const fc = await api(siteUrl("/labels"));
+    const fc = await api(siteUrl("/api/labels"));
     for (const f of fc.features) {
       L.geoJSON(f, { pane: "vectors" }).eachLayer((layer) => addLabel(layer, f.properties));
     }
@@ -150,7 +150,7 @@
     const features = [];
     state.labels.eachLayer((layer) => features.push(layer.toGeoJSON(8)));
     try {
-      const res = await api(siteUrl("/labels"), { method: "POST", headers: { "Content-Type": "application/geo+json" },
+      const res = await api(siteUrl("/api/labels"), { method: "POST", headers: { "Content-Type": "application/geo+json" },
         body: JSON.stringify({ type: "FeatureCollection", features }) });
       status("labels-status", `saved ${res.features} polygon(s)` + (res.version ? `; previous kept as ${res.version}` : ""));
       entry().labels_exist = true;
@@ -159,7 +159,7 @@
   $("labelbox-import").onchange = async (ev) => {
     const file = ev.target.files[0]; if (!file) return;
     try {
-      const res = await api(siteUrl("/labelbox"), { method: "POST", headers: { "Content-Type": "application/x-ndjson" }, body: await file.text() });
+      const res = await api(siteUrl("/api/labelbox"), { method: "POST", headers: { "Content-Type": "application/x-ndjson" }, body: await file.text() });
       await loadLabels();
       status("labels-status", `imported ${res.imported} polygon(s) (${res.skipped} skipped); ${res.features} saved`);
     } catch (err) { status("labels-status", `not imported: ${err.message}`, true); }
