@@ -17,12 +17,16 @@ A tile outside a raster is a transparent PNG.
 from __future__ import annotations
 
 import io
+import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
+import rasterio.errors
 from PIL import Image
+from rio_tiler.errors import TileOutsideBounds
+from rio_tiler.io import Reader
 
 from sandwatch.errors import SandwatchError
 
@@ -44,6 +48,8 @@ def _lut() -> np.ndarray:
 #: uint8 probability value (1 + round(254 p); 0 nodata) -> RGBA
 PROB_LUT = _lut()
 MASK_RGBA = np.array([214, 39, 40, 255], np.uint8)
+MASK_LUT = np.zeros((256, 4), np.uint8)
+MASK_LUT[1] = MASK_RGBA
 
 
 def _png(rgba: np.ndarray) -> bytes:
@@ -52,41 +58,69 @@ def _png(rgba: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _palette_png(index: np.ndarray, lut: np.ndarray) -> bytes:
+    """A one-byte-per-pixel PNG: ``index`` (h, w) uint8 into ``lut`` (256, 4) RGBA (the alpha as
+    the PNG's tRNS chunk). Four times less to compress than RGBA: the encoding is most of a
+    tile's cost."""
+    img = Image.fromarray(np.ascontiguousarray(index, dtype=np.uint8), mode="P")
+    img.putpalette(lut[:, :3].tobytes(), rawmode="RGB")
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=1, transparency=lut[:, 3].tobytes())
+    return buf.getvalue()
+
+
 EMPTY_PNG = _png(np.zeros((TILE_PX, TILE_PX, 4), np.uint8))
+
+
+_readers = threading.local()
+READERS_PER_THREAD = 32
+
+
+def _reader(path: str | Path) -> Reader:
+    """An open rio-tiler Reader of ``path`` for this thread (a dataset handle is not shared
+    between threads), reopened when the file changes."""
+    st = os.stat(path)
+    cache = getattr(_readers, "cache", None)
+    if cache is None:
+        cache = _readers.cache = {}
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    reader = cache.get(key)
+    if reader is None:
+        if len(cache) >= READERS_PER_THREAD:
+            for old in cache.values():
+                old.close()
+            cache.clear()
+        reader = cache[key] = Reader(str(path))
+    return reader
 
 
 def read_tile(path: str | Path, z: int, x: int, y: int, indexes=(1,)) -> tuple[np.ndarray, np.ndarray] | None:
     """(data (C, 256, 256) as stored, valid (256, 256) bool) of tile z/x/y in web mercator,
     nearest neighbour; None when the tile misses the raster."""
-    from rio_tiler.errors import TileOutsideBounds
-    from rio_tiler.io import Reader
-
+    src = _reader(path)
     try:
-        with Reader(str(path)) as src:
-            if not src.tile_exists(x, y, z):
-                return None
-            img = src.tile(x, y, z, tilesize=TILE_PX, indexes=list(indexes), resampling_method="nearest",
-                           reproject_method="nearest")
+        if not src.tile_exists(x, y, z):
+            return None
+        img = src.tile(x, y, z, tilesize=TILE_PX, indexes=list(indexes), resampling_method="nearest",
+                       reproject_method="nearest")
     except TileOutsideBounds:
         return None
     return np.asarray(img.data), np.asarray(img.mask) > 0
 
 
-def probability_rgba(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """(h, w, 4) of a probability tile: uint8 values through the LUT; float p quantised first."""
+def probability_index(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(h, w) uint8 index into :data:`PROB_LUT`: predict's uint8 values as they are, float p
+    quantised the same way (``1 + round(254 p)``); nodata 0."""
     band = data[0]
     if band.dtype != np.uint8:
         p = np.nan_to_num(band.astype(np.float32), nan=0.0)
         band = np.where(np.isfinite(band), 1 + np.rint(np.clip(p, 0, 1) * 254), 0).astype(np.uint8)
-    rgba = PROB_LUT[band]
-    rgba[~valid] = 0
-    return rgba
+    return np.where(valid, band, 0).astype(np.uint8)
 
 
-def mask_rgba(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    rgba = np.zeros(data.shape[1:] + (4,), np.uint8)
-    rgba[(data[0] == 1) & valid] = MASK_RGBA
-    return rgba
+def mask_index(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(h, w) uint8 index into :data:`MASK_LUT`: 1 mine, 0 anything else."""
+    return ((data[0] == 1) & valid).astype(np.uint8)
 
 
 class TileRenderer:
@@ -129,8 +163,6 @@ class TileRenderer:
         return png
 
     def _render(self, path: Path, kind: str, z: int, x: int, y: int) -> bytes:
-        import rasterio.errors
-
         try:
             if kind == "scene":
                 return self._scene(path, z, x, y)
@@ -141,7 +173,9 @@ class TileRenderer:
                                        "re-run the command that wrote it") from None
         if got is None:
             return EMPTY_PNG
-        return _png(probability_rgba(*got) if kind == "probability" else mask_rgba(*got))
+        if kind == "probability":
+            return _palette_png(probability_index(*got), PROB_LUT)
+        return _palette_png(mask_index(*got), MASK_LUT)
 
     def stretch_of(self, path: Path):
         """(band sources, Stretch) of a scene, measured once."""

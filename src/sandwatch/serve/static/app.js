@@ -9,9 +9,11 @@
   window.sandwatch = state;   // for tests and the curious: read-only use
 
   const map = L.map("map", { zoomControl: true, maxZoom: 20 });
-  map.createPane("swipe"); map.getPane("swipe").style.zIndex = 350;
+  map.createPane("graticule"); map.getPane("graticule").style.zIndex = 150;    // under the scenes
+  map.createPane("swipe"); map.getPane("swipe").style.zIndex = 420;            // above this date's layers
   map.createPane("vectors"); map.getPane("vectors").style.zIndex = 450;
   map.setView([20, 80], 4);
+  window.sandwatch_map_point = (x, y) => map.containerPointToLatLng([x, y]);   // for tests: screen -> lon/lat
 
   async function api(path, options) {
     const opts = Object.assign({ headers: {} }, options || {});
@@ -31,7 +33,7 @@
     graticule.clearLayers();
     const b = map.getBounds(), z = map.getZoom();
     const step = [20, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001][Math.min(13, Math.max(0, z - 2))];
-    const style = { color: "#8aa", weight: 0.6, interactive: false };
+    const style = { color: "#8aa", weight: 0.6, interactive: false, pane: "graticule" };
     for (let x = Math.floor(b.getWest() / step) * step; x <= b.getEast(); x += step)
       L.polyline([[b.getSouth(), x], [b.getNorth(), x]], style).addTo(graticule);
     for (let y = Math.floor(b.getSouth() / step) * step; y <= b.getNorth(); y += step)
@@ -89,12 +91,14 @@
     loadLabels();
   }
 
-  // ---- swipe: another date's true colour on the right of a vertical line ----
+  // ---- swipe: another date's true colour (and probability) right of a vertical line ----
   function updateSwipe() {
-    if (state.layers.swipe) { map.removeLayer(state.layers.swipe); state.layers.swipe = null; }
+    for (const k of ["swipe", "swipeProb"]) if (state.layers[k]) { map.removeLayer(state.layers[k]); state.layers[k] = null; }
     const on = $("swipe-on").checked; $("swipe").disabled = !on; $("swipe-line").hidden = !on;
     const other = entry(Number($("swipe-date").value));
     if (on && other && other.scene) state.layers.swipe = tiles(other.scene, "swipe").addTo(map);
+    if (on && other && other.probability && $("show-prob").checked)
+      state.layers.swipeProb = tiles(other.probability, "swipe", $("prob-opacity").value / 100).addTo(map);
     clipSwipe();
   }
   function clipSwipe() {
@@ -219,7 +223,7 @@
   $("show-labels").onchange = () => { if ($("show-labels").checked) state.labels.addTo(map); else map.removeLayer(state.labels); };
   $("prob-opacity").oninput = () => {
     $("prob-opacity-label").textContent = `${$("prob-opacity").value}%`;
-    if (state.layers.prob) state.layers.prob.setOpacity($("prob-opacity").value / 100);
+    for (const k of ["prob", "swipeProb"]) if (state.layers[k]) state.layers[k].setOpacity($("prob-opacity").value / 100);
   };
   $("swipe-on").onchange = updateSwipe; $("swipe-date").onchange = updateSwipe; $("swipe").oninput = clipSwipe;
   $("reviewer").value = localStorage.getItem("sandwatch-reviewer") || config.reviewer || "";
