@@ -393,3 +393,47 @@ def test_export_quicklook_is_a_stretched_rgb_cog_on_the_scene_grid(project, tmp_
         expected = np.maximum(scene_stretch(sc).apply(dn), 1)
     assert np.abs(img.astype(int) - expected).max() <= 1
     assert img.mean() > 30 and img.std() > 15
+
+
+def test_make_demo_layout_predictions_are_found_by_the_naming_rule(project, tmp_path):
+    """`make demo` predicts scenes of several sites into one folder (names repeat: SITE-DATE);
+    a prediction whose name fits but whose raster lies elsewhere is not taken."""
+    import shutil
+
+    from sandwatch.serve.project import Project
+
+    root = tmp_path / "demo-out"
+    shutil.copytree(project / "data", root / "data")
+    scenes = [str(root / "data" / s / f"{DATES[0]}.tif") for s in ("site00", "site01")]
+    assert main(["predict", str(project / "marker.ckpt"), *scenes, "-o", str(root / "predictions"), "--edge", "8",
+                 "-q"]) == 0
+    names = sorted(p.name for p in (root / "predictions").glob("*.prob.tif"))
+    assert names == [f"site00-{DATES[0]}.prob.tif", f"site01-{DATES[0]}.prob.tif"]
+    # a stray prediction named like site00's second date but of site01's raster: refused (no overlap)
+    shutil.copy(root / "predictions" / names[1], root / "predictions" / f"{DATES[1]}.prob.tif")
+    p = Project(root)
+    for site in ("site00", "site01"):
+        e0, e1 = p.sites[site].dates[0], p.sites[site].dates[1]
+        assert p.file(e0.probability).name == f"{site}-{DATES[0]}.prob.tif"
+        assert p.file(e0.mask).name == f"{site}-{DATES[0]}.mask.tif"
+        assert p.file(e0.polygons).name == f"{site}-{DATES[0]}.polygons.geojson"
+        assert e0.labels_path == root / "data" / site / f"{DATES[0]}_mining.geojson"
+    assert p.sites["site00"].dates[1].probability is None
+    assert p.file(p.sites["site01"].dates[1].probability).name == f"{DATES[1]}.prob.tif"
+
+
+def test_each_worker_builds_the_same_app_with_the_shared_token(project, monkeypatch):
+    """--workers N: uvicorn's workers build the app from the spec `run` leaves in the environment."""
+    import dataclasses
+
+    from starlette.testclient import TestClient
+
+    from sandwatch.serve import SPEC_ENV, ServeConfig, app_from_env
+
+    cfg = ServeConfig(workers=2, token="a-shared-token-for-all-workers")
+    monkeypatch.setenv(SPEC_ENV, json.dumps({"project": str(project), "db": None,
+                                             "config": dataclasses.asdict(cfg)}))
+    apps = [app_from_env(), app_from_env()]
+    assert {a.state.token for a in apps} == {"a-shared-token-for-all-workers"}
+    keys = [TestClient(a, base_url="http://127.0.0.1:8765").get("/api/project").json() for a in apps]
+    assert keys[0] == keys[1]                       # same file keys in every worker: tiles URLs work anywhere

@@ -160,3 +160,15 @@ def test_missing_and_corrupt_files_are_clear_errors_not_tracebacks(project, tmp_
         page = c.get("/no/such/page")
         assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
         assert "Traceback" not in page.text and "Back to the map" in page.text
+
+
+def test_port_in_use_is_one_line(project, capsys):  # noqa: F811
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", str(project), "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--port {port}" in err[0] and "another --port" in err[0]

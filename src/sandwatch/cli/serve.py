@@ -40,14 +40,16 @@ Examples:
 @click.option("--db", default=None, metavar="PATH|URL", help="A monitoring history besides those found in PROJECT.")
 @click.option("--basemap", default=None, metavar="URL", help="Online XYZ tiles under the layers (default: offline).")
 @click.option("--max-upload-mb", type=float, default=10.0, show_default=True, help="Largest label upload.")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Server processes; 2 on 2 cores when many people pan at once (each keeps its own tile cache).")
 @click.option("--reviewer", default=None, help="Default reviewer name on the page (default: your user name).")
 @click.option("--open", "open_browser", is_flag=True, help="Open the page in the default browser.")
-def serve(project, host, port, token, db, basemap, max_upload_mb, reviewer, open_browser):
+def serve(project, host, port, token, db, basemap, max_upload_mb, workers, reviewer, open_browser):
     from sandwatch.serve import ServeConfig, run
 
     extra = {"reviewer": reviewer} if reviewer else {}
     config = ServeConfig(host=host, port=port, token=token, basemap_url=basemap,
-                         max_upload_bytes=int(max_upload_mb * 1024 * 1024), **extra)
+                         max_upload_bytes=int(max_upload_mb * 1024 * 1024), workers=workers, **extra)
     shown = "127.0.0.1" if config.loopback else host
     note = "" if config.loopback else f" (open http://{shown}:{port}/?token=... once; every request needs the token)"
     click.echo(f"sandwatch serve: {project} on http://{shown}:{port}/{note}; Ctrl-C stops")

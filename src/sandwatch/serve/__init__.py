@@ -34,11 +34,46 @@ def run(project, config: ServeConfig = ServeConfig(), *, db: str | None = None, 
 
     import uvicorn
 
-    app = create_app(project, config, db=db)
+    import socket
+
+    from sandwatch.errors import SandwatchError
+
+    with socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET) as probe:
+        try:
+            probe.bind((config.host, config.port))
+        except OSError as err:
+            raise SandwatchError.about(f"--host {config.host} --port {config.port}",
+                                       f"cannot be bound ({err.strerror or err})",
+                                       "pass another --port, or stop the server already using it") from None
     url = f"http://{'127.0.0.1' if config.loopback else config.host}:{config.port}/"
     if open_browser:
         threading.Timer(1.0, webbrowser.open, args=(url,)).start()
-    uvicorn.run(app, host=config.host, port=config.port, log_level=log_level, server_header=False)
+    if config.workers == 1:
+        app = create_app(project, config, db=db)
+        uvicorn.run(app, host=config.host, port=config.port, log_level=log_level, server_header=False)
+        return
+    import dataclasses
+    import json
+    import os
+
+    # several processes (tiles are rendered under the GIL): each worker builds the same app
+    spec = {"project": str(project), "db": db, "config": dataclasses.asdict(config) | {"token": config.run_token()}}
+    os.environ[SPEC_ENV] = json.dumps(spec)
+    create_app(project, config, db=db)          # fail here, in one line, not in every worker
+    uvicorn.run("sandwatch.serve:app_from_env", factory=True, workers=config.workers, host=config.host,
+                port=config.port, log_level=log_level, server_header=False)
+
+
+SPEC_ENV = "SANDWATCH_SERVE_SPEC"
+
+
+def app_from_env():
+    """The app of one uvicorn worker, from the spec :func:`run` put in the environment."""
+    import json
+    import os
+
+    spec = json.loads(os.environ[SPEC_ENV])
+    return create_app(spec["project"], ServeConfig(**spec["config"]), db=spec["db"])
 
 
 __all__ = ["Project", "ServeConfig", "create_app", "run"]

@@ -124,7 +124,8 @@ class Project:
         if path is None or "://" in str(path):
             return None
         p = Path(path)
-        p = p if p.is_absolute() else self.root / p
+        if not p.is_absolute():      # relative to the project, else to where the command ran
+            p = self.root / p if (self.root / p).is_file() else Path.cwd() / p
         if not p.is_file():
             return None
         p = p.resolve()

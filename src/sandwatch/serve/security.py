@@ -55,7 +55,8 @@ class ServeConfig:
     token: str | None = None                  #: None on loopback: one is made for this run
     max_upload_bytes: int = 10 * 1024 * 1024
     basemap_url: str | None = None            #: an online XYZ tile URL (optional; offline without it)
-    cache_tiles: int = 4096
+    cache_tiles: int = 4096                   #: PNG tiles kept in memory (per worker)
+    workers: int = 1                          #: server processes (tiles render under the GIL: 2 on 2 cores)
     reviewer: str = field(default_factory=_default_reviewer)
 
     def __post_init__(self):
@@ -75,6 +76,8 @@ class ServeConfig:
                 or (self.basemap_url and not all(k in self.basemap_url for k in ("{z}", "{x}", "{y}"))):
             raise SandwatchError.about("--basemap", "is not an XYZ tile URL",
                                        "use e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png")
+        if not (1 <= self.workers <= 64):
+            raise SandwatchError.about("--workers", f"{self.workers} is not a number of processes", "use 1..64")
         if self.max_upload_bytes < 1024:
             raise SandwatchError.about("--max-upload-mb", "is too small", "allow at least 1 KiB")
 

@@ -127,7 +127,7 @@
   function addLabel(layer, props) {
     layer.feature = { type: "Feature", properties: { confidence_class: props.confidence_class || "High", note: props.note || "" } };
     layer.options.pane = "vectors";
-    styleLabel(layer); labelPopup(layer); state.labels.addLayer(layer);
+    styleLabel(layer); labelPopup(layer); layer.on("pm:edit", dirty); state.labels.addLayer(layer);
   }
   function dirty() { status("labels-status", "unsaved changes"); }
   async function loadLabels() {
@@ -148,7 +148,6 @@
     dirty();
   });
   map.on("pm:remove", (e) => { state.labels.removeLayer(e.layer); dirty(); });
-  map.on("pm:edit", dirty);
   $("draw").onclick = () => map.pm.enableDraw("Polygon", { snappable: false });
   $("save-labels").onclick = async () => {
     const features = [];
