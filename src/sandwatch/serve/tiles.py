@@ -99,8 +99,6 @@ def read_tile(path: str | Path, z: int, x: int, y: int, indexes=(1,)) -> tuple[n
     nearest neighbour; None when the tile misses the raster."""
     src = _reader(path)
     try:
-        if not src.tile_exists(x, y, z):
-            return None
         img = src.tile(x, y, z, tilesize=TILE_PX, indexes=list(indexes), resampling_method="nearest",
                        reproject_method="nearest")
     except TileOutsideBounds:
@@ -132,6 +130,9 @@ class TileRenderer:
         self._cache: OrderedDict = OrderedDict()
         self._stretch: dict = {}
         self._lock = threading.Lock()
+        #: renders at once: one per core (more threads only fight over the GIL: 20 at once cost
+        #: 30 % more CPU per tile than 2, and every one of them finished late)
+        self._slots = threading.BoundedSemaphore(os.cpu_count() or 2)
         self.hits = self.misses = 0
 
     def tile(self, key: str, z: int, x: int, y: int) -> bytes:
@@ -155,7 +156,8 @@ class TileRenderer:
                 self.hits += 1
                 return png
             self.misses += 1
-        png = self._render(path, kind, z, x, y)
+        with self._slots:
+            png = self._render(path, kind, z, x, y)
         with self._lock:
             self._cache[ckey] = png
             while len(self._cache) > self.cache_tiles:
