@@ -411,7 +411,10 @@ def test_make_demo_layout_predictions_are_found_by_the_naming_rule(project, tmp_
     assert names == [f"site00-{DATES[0]}.prob.tif", f"site01-{DATES[0]}.prob.tif"]
     # a stray prediction named like site00's second date but of site01's raster: refused (no overlap)
     shutil.copy(root / "predictions" / names[1], root / "predictions" / f"{DATES[1]}.prob.tif")
+    # `evaluate --checkpoint` names outputs by observation id
+    shutil.copy(root / "predictions" / names[0], root / "predictions" / f"site00_{DATES[2]}.prob.tif")
     p = Project(root)
+    assert p.file(p.sites["site00"].dates[2].probability).name == f"site00_{DATES[2]}.prob.tif"
     for site in ("site00", "site01"):
         e0, e1 = p.sites[site].dates[0], p.sites[site].dates[1]
         assert p.file(e0.probability).name == f"{site}-{DATES[0]}.prob.tif"

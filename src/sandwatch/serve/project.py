@@ -10,7 +10,8 @@ deep, hidden folders skipped) for
   alerts; each date's outputs are where ``sandwatch monitor`` put them
   (``OUT/predictions/SITE_DATE_HASH.prob.tif``, ``OUT/polygons/...geojson``);
 * prediction folders (any folder holding ``*.prob.tif``): a scene's outputs are found by
-  ``sandwatch.predict.naming.prediction_names`` and kept only when they overlap the scene.
+  ``sandwatch.predict.naming.prediction_names`` (then ``OBSERVATION_ID.prob.tif``, what
+  ``evaluate --checkpoint`` writes) and kept only when they overlap the scene.
 
 Every file the app may read is put in :attr:`Project.files` under an opaque key (``f12``);
 URLs carry keys, never paths, so nothing outside what was found here can be served.
@@ -209,8 +210,11 @@ class Project:
 
     def _find_predictions(self, entry: DateEntry, folders: list[Path]) -> None:
         scene = self.file(entry.scene)
+        names = prediction_names(str(scene))
+        if entry.observation_id:      # what `evaluate --checkpoint` writes: ID.prob.tif
+            names.append(f"{entry.observation_id}{OUTPUTS['probability']}")
         for folder in folders:
-            for name in prediction_names(str(scene)):
+            for name in names:
                 prob = folder / name
                 if prob.is_file() and _overlaps(prob, scene):
                     stem = name[: -len(OUTPUTS["probability"])]
