@@ -183,7 +183,24 @@ def test_map_layers_slider_review_and_drawing(project, browser, tmp_path):  # no
         entry = srv.app.state.project.sites["site00"].dates[0]
         scene = srv.app.state.project.file(entry.scene)
         labels_path = entry.labels_path
+        check_drawn_polygon(labels_path, scene, centre, tmp_path)
 
+        # delete it again (Geoman's removal mode), save: the file loses it, one more version kept
+        page.click(".leaflet-pm-icon-delete")
+        page.mouse.click(cx + 30, cy + 25)
+        page.wait_for_function("() => /unsaved/.test(document.querySelector('#labels-status').textContent)")
+        page.click(".leaflet-pm-icon-delete")
+        page.click("#save-labels")
+        page.wait_for_function("() => /^saved/.test(document.querySelector('#labels-status').textContent)")
+        assert not errors, errors
+    saved = json.loads(labels_path.read_text())
+    assert not [f for f in saved["features"] if f["properties"]["note"] == "drawn in the browser test"]
+    assert len(saved["features"]) >= 1
+    assert len(list((labels_path.parent / ".versions").glob(f"{labels_path.stem}.*"))) == 2
+
+
+def check_drawn_polygon(labels_path: Path, scene: Path, centre, tmp_path: Path) -> None:
+    """The saved file has the Low polygon; `sandwatch labels rasterize` burns it with weight 0.5."""
     saved = json.loads(labels_path.read_text())
     low = [f for f in saved["features"] if f["properties"]["note"] == "drawn in the browser test"]
     assert len(low) == 1 and low[0]["properties"]["Confidence"] == "Low"
