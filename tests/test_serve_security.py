@@ -172,3 +172,17 @@ def test_port_in_use_is_one_line(project, capsys):  # noqa: F811
         assert main(["serve", str(project), "--port", str(port)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"--port {port}" in err[0] and "another --port" in err[0]
+
+
+def test_online_basemap_is_optional_and_only_its_host_is_allowed():
+    from sandwatch.errors import SandwatchError
+    from sandwatch.serve import ServeConfig
+    from sandwatch.serve.security import csp
+
+    assert "img-src 'self' data: blob:;" in csp(ServeConfig())
+    osm = ServeConfig(basemap_url="https://{s}.tile.openstreetmap.org/{z}/{x}/{y}.png")
+    assert "img-src 'self' data: blob: https://*.tile.openstreetmap.org;" in csp(osm)
+    assert "connect-src 'self'" in csp(osm) and "script-src 'self';" in csp(osm)
+    for bad in ("javascript:alert(1)//{z}{x}{y}", "https://tiles.example/no-placeholders.png"):
+        with pytest.raises(SandwatchError, match="XYZ tile URL"):
+            ServeConfig(basemap_url=bad)
