@@ -57,7 +57,7 @@ def project_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, tmp_path_factory_copy=None):
+def project(tmp_path_factory):
     """A fresh copy per module (tests write labels and reviews)."""
     import shutil
 
@@ -243,13 +243,6 @@ def test_aoi_is_the_buffered_river_of_the_history(client, project):
     assert geom.symmetric_difference(expected).area <= 1e-6 * expected.area
     area = abs(Geod(ellps="WGS84").geometry_area_perimeter(geom)[0])
     assert 0.5e6 < area < 1.7e6          # 1280 m square scene: most of it lies within 1 km of the river
-
-
-def _open_alerts(c):
-    from sandwatch.monitor.report import open_alerts
-
-    alerts = c.get("/api/alerts").json()["alerts"]
-    return alerts, open_alerts
 
 
 def test_review_is_stored_in_the_history_and_shown_by_monitor_report(client, project, capsys):

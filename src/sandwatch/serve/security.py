@@ -71,9 +71,9 @@ class ServeConfig:
                 f"--host {self.host}", "serves everyone who can reach this machine and needs a token",
                 "pass --token SECRET (or SANDWATCH_TOKEN) of at least 16 characters; users open "
                 "http://HOST:PORT/?token=SECRET once")
-        if self.basemap_url is not None and not (self.basemap_url.startswith("https://")
-                                                 or self.basemap_url.startswith("http://")) \
-                or (self.basemap_url and not all(k in self.basemap_url for k in ("{z}", "{x}", "{y}"))):
+        url = self.basemap_url
+        if url is not None and (not url.startswith(("https://", "http://"))
+                                or not all(k in url for k in ("{z}", "{x}", "{y}"))):
             raise SandwatchError.about("--basemap", "is not an XYZ tile URL",
                                        "use e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png")
         if not (1 <= self.workers <= 64):
