@@ -32,6 +32,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "evaluate": ("sandwatch.cli.evaluate", "evaluate", "Precision, recall, PR curve, average precision; a report."),
     "monitor": ("sandwatch.cli.monitor", "monitor", "Follow a site over many dates; alert on new mining."),
     "alerts": ("sandwatch.cli.alerts", "alerts", "Pixel alerts (provisional/confirmed), layers, delivery, reviews."),
+    "serve": ("sandwatch.cli.serve", "serve", "A local web map: review alerts, draw and correct mining polygons."),
+    "export": ("sandwatch.cli.export", "export", "Stretched 8-bit true-colour quicklook COGs for reviewers."),
 }
 
 

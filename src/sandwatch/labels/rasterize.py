@@ -31,8 +31,10 @@ from sandwatch.grid import Grid, Window
 from sandwatch.vectors import adopt_grid_crs, crs_unknown, grid_footprint, read_vector, repair, warn_if_empty
 
 HIGH_CONFIDENCE = 1.0
+MEDIUM_CONFIDENCE = 0.75
 LOW_CONFIDENCE = 0.5
-_WORDS = {"high": HIGH_CONFIDENCE, "low": LOW_CONFIDENCE}
+#: the published annotation scheme (Labelbox "Confidence": High / Medium / Low)
+_WORDS = {"high": HIGH_CONFIDENCE, "medium": MEDIUM_CONFIDENCE, "low": LOW_CONFIDENCE}
 _PREPARED = "sandwatch.labels.prepared_for_crs"  # GeoDataFrame.attrs key set by polygons_on_grid
 
 
@@ -85,19 +87,19 @@ def _parse_confidence(value, source, index) -> float:
         except ValueError:
             raise SandwatchError.about(
                 source, f"feature {index} has an unknown confidence {value!r}",
-                "use High, Low or a number between 0 and 1") from None
+                "use High, Medium, Low or a number between 0 and 1") from None
     elif isinstance(value, (bool, np.bool_)):
         raise SandwatchError.about(source, f"feature {index} has a boolean confidence {value!r}",
-                                   "use High, Low or a number between 0 and 1")
+                                   "use High, Medium, Low or a number between 0 and 1")
     else:
         try:
             number = float(value)
         except (TypeError, ValueError):
             raise SandwatchError.about(source, f"feature {index} has an unknown confidence {value!r}",
-                                       "use High, Low or a number between 0 and 1") from None
+                                       "use High, Medium, Low or a number between 0 and 1") from None
     if not (0.0 <= number <= 1.0):
         raise SandwatchError.about(source, f"feature {index} has confidence {number:g} outside 0..1",
-                                   "use High, Low or a number between 0 and 1")
+                                   "use High, Medium, Low or a number between 0 and 1")
     return number
 
 

@@ -3,7 +3,12 @@
 * ``alert_events``: one per (site, region key, status), unique: the events of
   :mod:`sandwatch.alerts` (provisional, confirmed, expired) with their dates, figures and
   outline. Recording an event twice (a re-run, or two runs at once) adds nothing.
-* ``alert_reviews``: a reviewer's verdict on a region (``rejected``), one per (site, key).
+* ``alert_reviews``: a reviewer's verdict on a pixel-alert region (``rejected``, ``sandwatch
+  alerts reject``), one per (site, key): the alert model skips rejected regions.
+* ``alert_decisions``: decisions of the web map's reviewers on the monitor's region alerts
+  (``accepted``, ``rejected``, ``needs field check``, a comment, who, when UTC), append-only: the
+  latest row is the alert's state, earlier ones its audit trail (``sandwatch serve`` writes,
+  ``sandwatch monitor report`` prints).
 * ``outbox``: one message per (event, subscriber, channel, target), unique. A message is
   recorded (``pending``) before anything is sent; a sender *claims* it (``sending``, with its
   PID, host and process start time) in a conditional update that only one run can win, sends
@@ -58,6 +63,16 @@ alert_reviews = Table(
     Column("note", Text),
     Column("created", DateTime, nullable=False),
     UniqueConstraint("site_id", "key", name="uq_alert_review"),
+)
+
+alert_decisions = Table(
+    "alert_decisions", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("alert_id", Integer, ForeignKey("alerts.id"), nullable=False, index=True),
+    Column("decision", String(24), nullable=False),
+    Column("comment", Text, nullable=False, default=""),
+    Column("reviewer", String(100), nullable=False),
+    Column("decided_at", DateTime, nullable=False),
 )
 
 outbox = Table(

@@ -32,10 +32,26 @@ def open_alerts(alert_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [a for _, a in sorted(latest.items()) if a["kind"] != "inactive"]
 
 
+def latest_reviews(engine) -> dict[int, dict[str, Any]]:
+    """Latest decision per alert id from the history's ``alert_decisions`` (what reviewers
+    decided in ``sandwatch serve``); empty when no alert was reviewed."""
+    from sqlalchemy import inspect, select
+
+    from sandwatch.monitor.history_alerts import alert_decisions as table
+
+    if not inspect(engine).has_table("alert_decisions"):
+        return {}
+    with engine.connect() as conn:
+        rows = conn.execute(select(table).order_by(table.c.decided_at, table.c.id)).mappings().all()
+    return {r["alert_id"]: dict(r) for r in rows}
+
+
 def site_report(db: str | os.PathLike) -> list[SiteSummary]:
-    """Summaries of all sites in a history database (SQLite path or SQLAlchemy URL)."""
+    """Summaries of all sites in a history database (SQLite path or SQLAlchemy URL); each open
+    alert carries its latest review (``review``: decision, reviewer, decided_at, comment) or None."""
     history = History(db, must_exist=True)
     try:
+        reviews = latest_reviews(history.engine)
         out = []
         for rec in history.sites():
             obs = history.observations(rec.id)
@@ -45,7 +61,7 @@ def site_report(db: str | os.PathLike) -> list[SiteSummary]:
                 site=rec.name, latitude=rec.latitude, longitude=rec.longitude, dates=len(obs),
                 gaps=sum(1 for o in obs if o["gap"]), latest_date=valid[-1][0] if valid else None,
                 latest_km2=valid[-1][1] if valid else None, trend=label, change_km2=delta,
-                open_alerts=open_alerts(history.alerts(rec.id))))
+                open_alerts=[{**a, "review": reviews.get(a["id"])} for a in open_alerts(history.alerts(rec.id))]))
         return out
     finally:
         history.close()
@@ -65,4 +81,8 @@ def format_report(summaries: list[SiteSummary]) -> str:
             where = "" if a["latitude"] is None else f" at {a['latitude']:.5f}N {a['longitude']:.5f}E"
             lines.append(f"  region {a['region']}: {a['kind']} on {a['date']} (first seen {a['first_seen']}), "
                          f"{a['area_m2'] / 1e4:.2f} ha, growth {a['growth_m2'] / 1e4:+.2f} ha{where}")
+            r = a.get("review")
+            if r:
+                lines.append(f"    reviewed: {r['decision']} by {r['reviewer']} on {r['decided_at']:%Y-%m-%d %H:%M} UTC"
+                             + (f": {' '.join(r['comment'].split())}" if r["comment"] else ""))
     return "\n".join(lines)
