@@ -70,9 +70,14 @@ def test_read_polygons_parses_confidence_words_numbers_and_missing(tmp_path):
     # no confidence field at all = High
     gdf2.drop(columns="CONF").to_file(tmp_path / "none.gpkg")
     assert (read_polygons(tmp_path / "none.gpkg")["confidence"] == 1.0).all()
+    # the published scheme's three words (Labelbox "Confidence": High / Medium / Low)
+    gdf3 = gpd.GeoDataFrame({"Confidence": ["High", "Medium", "low"]},
+                            geometry=[px_box(i, 0, i + 1, 1, g) for i in range(3)], crs=UTM)
+    gdf3.to_file(tmp_path / "words.gpkg")
+    np.testing.assert_allclose(read_polygons(tmp_path / "words.gpkg")["confidence"], [1.0, 0.75, 0.5])
 
 
-@pytest.mark.parametrize("value, needle", [("medium", "unknown confidence 'medium'"),
+@pytest.mark.parametrize("value, needle", [("maybe", "unknown confidence 'maybe'"),
                                            (1.5, "confidence 1.5 outside 0..1"),
                                            (-0.1, "confidence -0.1 outside 0..1")])
 def test_bad_confidence_names_file_and_feature(tmp_path, value, needle):
