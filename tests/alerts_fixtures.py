@@ -128,7 +128,7 @@ def grown(tmp_path_factory):
     riv = rivers(root / "rivers.geojson")
     scenes = [marked_scene(root / f"grow_{D[i]}.tif", D[i], m, cloud=c, seed=i) for i, (m, c) in enumerate(GROWING)]
     out = root / "mon"
-    args = ["monitor", "--checkpoint", str(ckpt), "--site", "grow", "--aoi", str(riv), "--scenes",
+    args = ["monitor", "--checkpoint", str(ckpt), "--site", "grow", "--rivers", str(riv), "--scenes",
             *map(str, scenes), "-o", str(out), "-q", "--edge", "8"]
     assert main(args) == 0
     return {"root": root, "out": out, "args": args, "scenes": scenes, "ckpt": ckpt, "rivers": riv}

@@ -40,7 +40,7 @@ def counts(db) -> dict[str, int]:
 
 
 def monitor_args(grown, out, db, *extra):
-    return ["monitor", "--checkpoint", str(grown["ckpt"]), "--site", "grow", "--aoi", str(grown["rivers"]),
+    return ["monitor", "--checkpoint", str(grown["ckpt"]), "--site", "grow", "--rivers", str(grown["rivers"]),
             "--scenes", *map(str, grown["scenes"]), "-o", str(out), "-q", "--edge", "8", "--db", str(db), *extra]
 
 

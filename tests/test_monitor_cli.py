@@ -103,7 +103,7 @@ def world(tmp_path_factory):
 
 
 def run_cli(world, site, scenes, out, *extra):
-    args = ["monitor", "--checkpoint", str(world["ckpt"]), "--site", site, "--aoi", str(world["rivers"]),
+    args = ["monitor", "--checkpoint", str(world["ckpt"]), "--site", site, "--rivers", str(world["rivers"]),
             "--scenes", *map(str, scenes), "-o", str(out), "-q", *EDGE, *extra]
     return main(args)
 
@@ -136,7 +136,7 @@ def test_growing_site_alerts_on_the_right_date_and_cloudy_date_is_a_gap(world, t
     scenes = list(reversed(world["grow"]))                     # any order
     assert run_cli(world, "grow", scenes, out) == 0
     said = capsys.readouterr().out
-    assert "6 new date(s)" in said and "alert new: region 1" in said
+    assert "6 new date(s)" in said and "alert region 1: new, " in said and " ha on " in said
     series = read_csv(out / "timeseries.csv")
     assert [r["date"] for r in series] == [d.isoformat() for d in D[:6]]
     assert [r["status"] for r in series] == ["valid"] * 4 + ["gap", "valid"]
@@ -228,9 +228,11 @@ def test_stopping_site_is_reported_inactive_and_report_lists_open_alerts(world, 
     assert main(["monitor", "report", str(out / "history.sqlite")]) == 0
     text = capsys.readouterr().out
     lines = {ln.split()[0]: ln for ln in text.splitlines() if ln.startswith(("grow", "stop"))}
-    assert "growing" in lines["grow"] and "0.0480" in lines["grow"] and lines["grow"].split()[-1] == "1"
-    assert "stable" in lines["stop"] and lines["stop"].split()[-1] == "0"
-    assert f"region 1: growth on {D[5]}" in text
+    # areas in hectares (0.0480 km2 = 4.80 ha); the open-alert count; the trend fitted over the series
+    assert lines["grow"].split()[2] == "4.80" and lines["grow"].split()[5] == "1"
+    assert "growing (+" in lines["grow"] and "ha/month" in lines["grow"]
+    assert lines["stop"].split()[5] == "0" and "ha/month" in lines["stop"]
+    assert f"region 1: grew +" in text and f"ha since the previous observation, now" in text and f"on {D[5]}" in text
 
 
 @pytest.mark.slow
@@ -263,7 +265,7 @@ def test_kill_mid_run_keeps_committed_dates_and_rerun_completes(world, tmp_path)
 def test_bad_input_is_one_line(world, tmp_path, capsys):
     assert main(["monitor", "--site", "x", "-o", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "missing --checkpoint, --aoi, --scenes" in err
+    assert err.count("\n") == 1 and "missing --checkpoint, --rivers or --aoi, --scenes" in err
     assert run_cli(world, "grow", [tmp_path / "nope.tif"], tmp_path / "o") == 2
     assert "nope.tif: no such scene" in capsys.readouterr().err
     other = utm_grid(79.8, 21.1, size=SIZE)

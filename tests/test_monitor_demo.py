@@ -56,7 +56,7 @@ def test_demo_sites_growing_stopping_never(tmp_path):
     out = tmp_path / "mon"
     for spec in specs:
         scenes = [str(demo / spec.name / f"{d}.tif") for d in DATES]
-        assert main(["monitor", "--checkpoint", str(ckpt), "--site", spec.name, "--aoi",
+        assert main(["monitor", "--checkpoint", str(ckpt), "--site", spec.name, "--rivers",
                      str(demo / spec.name / "rivers.geojson"), "--scenes", *scenes, "-o", str(out / spec.name),
                      "--edge", "8", "-q"]) == 0
 

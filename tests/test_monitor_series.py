@@ -133,7 +133,17 @@ def test_config_validation_and_trend():
         AlertConfig(k=0)
     with pytest.raises(ValueError):
         AlertConfig(min_valid_fraction=1.5)
-    assert trend([(D[0], 0.10), (D[1], 0.20)]) == ("growing", pytest.approx(0.10))
-    assert trend([(D[0], 0.20), (D[1], None), (D[2], 0.05)])[0] == "shrinking"
-    assert trend([(D[0], 0.200), (D[1], 0.201)])[0] == "stable"
-    assert trend([(D[0], 0.2)]) == ("unknown", 0.0)
+    # the slope fitted over the series, in hectares per month (0.10 km2 = 10 ha more)
+    months = (D[1] - D[0]).days / 30.4375
+    t = trend([(D[0], 0.10), (D[1], 0.20)])
+    assert t.label == "growing" and t.ha_per_month == pytest.approx(10 / months) and t.se_ha_per_month is None
+    assert trend([(D[0], 0.20), (D[1], None), (D[2], 0.05)]).label == "shrinking"
+    assert trend([(D[0], 0.200), (D[1], 0.201)]).label == "stable"
+    assert trend([(D[0], 0.2)]).label == "unknown" and "fewer than 2" in trend([(D[0], 0.2)]).text()
+    # grows over the series, then dips at the last date: still growing (the last step alone said shrinking)
+    grows = [(D[i], v) for i, v in enumerate([0.00, 0.05, 0.10, 0.16, 0.21, 0.19])]
+    g = trend(grows)
+    assert g.label == "growing" and g.se_ha_per_month is not None and g.ha_per_month > 2 * g.se_ha_per_month
+    assert g.text().startswith("growing (+") and "ha/month over 6 dates" in g.text()
+    # noise around a flat line: stable, whatever its last step
+    assert trend([(D[i], v) for i, v in enumerate([0.10, 0.14, 0.09, 0.13, 0.10, 0.14])]).label == "stable"

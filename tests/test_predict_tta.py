@@ -249,7 +249,7 @@ def test_monitor_applies_tta_temperature_and_threshold(tmp_path, capsys):
     ck = Checkpoint("unet", model.band_spec, model.state_dict(), {"width": 4}, WINDOW, threshold=0.3,
                     temperature=2.0).save(tmp_path / "c.ckpt")
     out = tmp_path / "mon"
-    assert main(["monitor", "--checkpoint", str(ck), "--site", "s", "--aoi", str(rivers), "--scenes", str(scene),
+    assert main(["monitor", "--checkpoint", str(ck), "--site", "s", "--rivers", str(rivers), "--scenes", str(scene),
                  "-o", str(out), "-q", "--edge", "8", "--tta"]) == 0, capsys.readouterr()
     (prob_path,) = (out / "predictions").glob("*.prob.tif")
     _, tags = read_raster(prob_path)

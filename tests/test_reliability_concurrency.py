@@ -243,7 +243,7 @@ def sites(tmp_path_factory):
 
 
 def monitor_args(sites, site, scenes, out, *extra):
-    return ["monitor", "--checkpoint", sites["ckpt"], "--site", site, "--aoi", sites["rivers"], "--scenes", *scenes,
+    return ["monitor", "--checkpoint", sites["ckpt"], "--site", site, "--rivers", sites["rivers"], "--scenes", *scenes,
             "-o", out, "-q", *EDGE, *extra]
 
 

@@ -271,7 +271,7 @@ def test_polygon_vectors_on_a_full_disk(disk, tmp_path, share, fmt):
 # ---- monitor history ---------------------------------------------------------------------------------
 def monitor_args(inputs, out, *extra):
     site = inputs["demo"] / "site00"
-    return ["monitor", "--checkpoint", inputs["ckpt"], "--site", "s0", "--aoi", site / "rivers.geojson",
+    return ["monitor", "--checkpoint", inputs["ckpt"], "--site", "s0", "--rivers", site / "rivers.geojson",
             "--scenes", *sorted(site.glob("*.tif")), "-o", out, "--edge", "12", "-q", *extra]
 
 
@@ -287,7 +287,7 @@ def test_monitor_history_fills_the_disk_midway(disk, inputs, tmp_path, capfd):
     db = disk.root / "history.sqlite"
     site = inputs["demo"] / "site00"
     scenes = sorted(site.glob("*.tif"))
-    base = ["monitor", "--checkpoint", inputs["ckpt"], "--site", "s0", "--aoi", site / "rivers.geojson"]
+    base = ["monitor", "--checkpoint", inputs["ckpt"], "--site", "s0", "--rivers", site / "rivers.geojson"]
     tail = ["-o", tmp_path / "mon", "--edge", "12", "-q", "--db", db]
     code, err = run(capfd, *base, "--scenes", scenes[0], *tail)
     assert code == 0, err
@@ -362,7 +362,7 @@ def test_existing_history_on_a_read_only_disk(disk, inputs, tmp_path, capfd):
     db = disk.root / "history.sqlite"
     site = inputs["demo"] / "site00"
     scenes = sorted(site.glob("*.tif"))
-    base = ["monitor", "--checkpoint", inputs["ckpt"], "--site", "s0", "--aoi", site / "rivers.geojson"]
+    base = ["monitor", "--checkpoint", inputs["ckpt"], "--site", "s0", "--rivers", site / "rivers.geojson"]
     tail = ["-o", tmp_path / "mon", "--edge", "12", "-q", "--db", db]
     assert run(capfd, *base, "--scenes", scenes[0], *tail)[0] == 0
     disk.readonly()

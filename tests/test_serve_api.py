@@ -44,7 +44,7 @@ def build_project(root: Path) -> Path:
                 b01[mask] = 6000
                 ds.write(b01, 1)
         scenes = [str(demo / spec.name / f"{d}.tif") for d in DATES]
-        assert main(["monitor", "--checkpoint", str(ckpt), "--site", spec.name, "--aoi",
+        assert main(["monitor", "--checkpoint", str(ckpt), "--site", spec.name, "--rivers",
                      str(demo / spec.name / "rivers.geojson"), "--scenes", *scenes,
                      "-o", str(root / "monitor" / spec.name), "--edge", "8", "-q"]) == 0
     return root

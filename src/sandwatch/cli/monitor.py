@@ -34,9 +34,9 @@ site waits for the first (lock file .DB.SITE.lock beside the database), then add
 what is new; a lock left by a dead run is taken over.
 \b
 Examples:
-  sandwatch monitor --checkpoint best.pt --site site00 --aoi demo/site00/rivers.geojson \\
+  sandwatch monitor --checkpoint best.pt --site site00 --rivers demo/site00/rivers.geojson \\
       --scenes demo/site00/*.tif -o monitor/site00
-  sandwatch monitor --checkpoint best.ckpt --site site00 --aoi demo/site00/rivers.geojson \\
+  sandwatch monitor --checkpoint best.pt --site site00 --aoi site00-aoi.geojson \\
       --scenes demo/site00/*.tif -o monitor/site00 --subscribers subscribers.yaml --dry-run
   sandwatch monitor report monitor/site00/history.sqlite
 """
@@ -67,8 +67,10 @@ class _MonitorGroup(click.Group):
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), help="Checkpoint of `sandwatch train`.")
 @click.option("--site", help="Name of the site (its key in the history database).")
+@click.option("--rivers", type=click.Path(path_type=Path),
+              help="River vectors: the AOI is everything within --aoi-buffer of them (as predict and the manifest).")
 @click.option("--aoi", type=click.Path(path_type=Path),
-              help="River vectors (buffered by --aoi-buffer) or, with --aoi-buffer 0, the AOI polygons.")
+              help="A ready AOI polygon file, used as it is (as predict --aoi and `sandwatch aoi` output).")
 @click.option("--scenes", multiple=True, metavar="SCENE...", help="Scenes of the site (several after one --scenes).")
 @click.option("-o", "--out-dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option("--db", default=None, metavar="PATH|URL",
@@ -92,11 +94,11 @@ class _MonitorGroup(click.Group):
 @click.option("--dry-run", is_flag=True, help="With --subscribers: print what would be sent; send nothing.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
-def monitor(ctx, checkpoint, site, aoi, scenes, out_dir, db, k, min_area_ha, min_valid, threshold, aoi_buffer,
+def monitor(ctx, checkpoint, site, rivers, aoi, scenes, out_dir, db, k, min_area_ha, min_valid, threshold, aoi_buffer,
             cloud_test, edge, device, tta, confirm_k, expire_after, mmu_ha, subs, dry_run, quiet):
     if ctx.invoked_subcommand is not None:
         return
-    missing = [name for name, v in (("--checkpoint", checkpoint), ("--site", site), ("--aoi", aoi),
+    missing = [name for name, v in (("--checkpoint", checkpoint), ("--site", site), ("--rivers or --aoi", rivers or aoi),
                                     ("--scenes", scenes), ("-o", out_dir)) if not v]
     if missing:
         from sandwatch.errors import SandwatchError
@@ -123,17 +125,23 @@ def monitor(ctx, checkpoint, site, aoi, scenes, out_dir, db, k, min_area_ha, min
     ensure_writable_dir(out_dir)
     if db is not None and "://" not in str(db):
         ensure_writable_dir(Path(db).resolve().parent, db)
-    res = monitor_site(ckpt, site, aoi, list(scenes), out_dir, db=db, config=config, progress=not quiet, device=device)
+    from sandwatch.aoi import AoiFile
+
+    if rivers and aoi:
+        from sandwatch.errors import SandwatchError
+
+        raise SandwatchError.about("--rivers", "given with --aoi", "use one: --rivers FILE (buffered) or --aoi FILE (as is)")
+    res = monitor_site(ckpt, site, rivers if rivers else AoiFile(aoi), list(scenes), out_dir, db=db, config=config, progress=not quiet, device=device)
     n_gaps = sum(1 for o in res.series if o["gap"])
     click.echo(f"{site}: {res.added_observations} new date(s), {res.known_observations} already known, "
                f"{len(res.series)} in all ({n_gaps} gaps); {res.added_alerts} new alert(s)")
     new_ids = {a["id"] for a in sorted(res.alerts, key=lambda a: a["id"])[-res.added_alerts:]} \
         if res.added_alerts else set()
+    from sandwatch.monitor.report import alert_text
+
     for a in res.alerts:
         if a["id"] in new_ids:
-            where = "" if a["latitude"] is None else f" at {a['latitude']:.5f}N {a['longitude']:.5f}E"
-            click.echo(f"  alert {a['kind']}: region {a['region']} on {a['date']} (first seen {a['first_seen']}), "
-                       f"{a['area_m2'] / 1e4:.2f} ha, growth {a['growth_m2'] / 1e4:+.2f} ha{where}")
+            click.echo(f"  alert {alert_text(a)}")
     click.echo(f"-> {res.paths['timeseries_csv'].parent}")
     from sandwatch.alerts.deliver import deliver
     from sandwatch.alerts.stage import update_alerts

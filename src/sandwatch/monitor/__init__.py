@@ -16,7 +16,7 @@ in :mod:`~sandwatch.monitor.history`.
 from sandwatch.monitor.clouds import (CLOUD_TESTS, SCL_NOT_OBSERVED, L1CCloudTest, cloud_method, observed_mask,
                                       scl_not_observed)
 from sandwatch.monitor.history import History, database_url
-from sandwatch.monitor.report import SiteSummary, format_report, open_alerts, site_report
+from sandwatch.monitor.report import SiteSummary, alert_text, format_report, open_alerts, site_report
 from sandwatch.monitor.outputs import plot_series, write_outputs
 from sandwatch.monitor.run import (DB_NAME, MonitorConfig, MonitorResult, monitor_site, read_observation_raster,
                                    scene_fingerprint)
@@ -27,6 +27,6 @@ __all__ = [
     "ALERT_KINDS", "AlertConfig", "AlertEvent", "AlertTracker", "CLOUD_TESTS", "DB_NAME", "DateFigures", "History",
     "L1CCloudTest", "MonitorConfig", "MonitorResult", "SCL_NOT_OBSERVED", "SiteSummary", "cloud_method",
     "database_url", "date_figures", "format_report", "monitor_site", "observed_mask", "open_alerts",
-    "plot_series", "read_observation_raster", "scene_fingerprint", "scl_not_observed", "site_report", "trend",
+    "plot_series", "read_observation_raster", "scene_fingerprint", "scl_not_observed", "site_report", "trend", "Trend", "alert_text",
     "write_outputs",
 ]

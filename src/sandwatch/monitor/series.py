@@ -204,16 +204,43 @@ class AlertTracker:
         return {rid: float(area[rid]) * self.pixel_area_m2 for rid in self.regions}
 
 
-def trend(values: list[tuple[dt.date, float]], *, min_change_km2: float = 0.005,
-          rel: float = 0.05) -> tuple[str, float]:
-    """("growing" | "shrinking" | "stable" | "unknown", change in km2) between the last two
-    valid dates; a change smaller than ``min_change_km2`` (0.5 ha) or ``rel`` of the earlier
-    area is "stable"."""
-    vals = [(d, v) for d, v in values if v is not None and not np.isnan(v)]
-    if len(vals) < 2:
-        return "unknown", 0.0
-    (_, a), (_, b) = vals[-2], vals[-1]
-    delta = b - a
-    if abs(delta) < max(min_change_km2, rel * abs(a)):
-        return "stable", delta
-    return ("growing" if delta > 0 else "shrinking"), delta
+#: Days in a month for trends per month (365.25 / 12).
+DAYS_PER_MONTH = 30.4375
+
+
+@dataclass(frozen=True)
+class Trend:
+    """Least-squares slope of the mined area over every valid date of a site."""
+
+    label: str                   #: "growing" | "shrinking" | "stable" | "unknown"
+    ha_per_month: float          #: fitted slope, hectares per month (0 when unknown)
+    se_ha_per_month: float | None  #: its standard error (None with fewer than 3 dates)
+    dates: int                   #: valid dates fitted
+
+    def text(self) -> str:
+        if self.label == "unknown":
+            return "unknown (fewer than 2 valid dates)"
+        se = "" if self.se_ha_per_month is None else f" ± {self.se_ha_per_month:.2f}"
+        return f"{self.label} ({self.ha_per_month:+.2f}{se} ha/month over {self.dates} dates)"
+
+
+def trend(values: list[tuple[dt.date, float]], *, min_change_ha: float = 0.5, rel: float = 0.05) -> Trend:
+    """The slope of mined area (``values``: date, km2) fitted over the whole series, in ha per
+    month, with its standard error: "growing"/"shrinking" when the fitted change over the
+    series is at least ``min_change_ha`` and ``rel`` of the mean area and (with 3 or more
+    dates) the slope is at least twice its standard error, else "stable"; "unknown" with fewer
+    than 2 valid dates."""
+    vals = sorted((d, v) for d, v in values if v is not None and not np.isnan(v))
+    if len(vals) < 2 or vals[0][0] == vals[-1][0]:
+        return Trend("unknown", 0.0, None, len(vals))
+    t = np.array([(d - vals[0][0]).days / DAYS_PER_MONTH for d, _ in vals])
+    y = np.array([v * 100.0 for _, v in vals])                   # km2 -> ha
+    tc = t - t.mean()
+    slope = float((tc * (y - y.mean())).sum() / (tc ** 2).sum())
+    se = None
+    if len(vals) >= 3:
+        resid = y - (y.mean() + slope * tc)
+        se = float(np.sqrt((resid ** 2).sum() / (len(vals) - 2) / (tc ** 2).sum()))
+    change = abs(slope) * (t[-1] - t[0])
+    clear = change >= max(min_change_ha, rel * abs(float(y.mean()))) and (se is None or abs(slope) >= 2 * se)
+    return Trend(("growing" if slope > 0 else "shrinking") if clear else "stable", slope, se, len(vals))
