@@ -242,11 +242,12 @@ def test_kill_mid_run_keeps_committed_dates_and_rerun_completes(world, tmp_path)
     script.write_text(textwrap.dedent(f"""
         import os, signal
         from sandwatch.monitor import MonitorConfig, monitor_site
+        from sandwatch.predict import PredictConfig
         def stop(date, scene):
             if date.isoformat() == {D[2].isoformat()!r}:
                 os.kill(os.getpid(), signal.SIGKILL)
         monitor_site({str(world['ckpt'])!r}, "grow", {str(world['rivers'])!r}, {[str(p) for p in world['grow']]!r},
-                     {str(out)!r}, config=MonitorConfig(edge=8), progress=False, on_commit=stop)
+                     {str(out)!r}, config=MonitorConfig(predict=PredictConfig(edge=8, progress=False)), progress=False, on_commit=stop)
     """))
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})

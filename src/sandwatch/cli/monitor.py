@@ -113,8 +113,11 @@ def monitor(ctx, checkpoint, site, rivers, aoi, scenes, out_dir, db, k, min_area
         alerts = AlertConfig(k=k, min_area_m2=min_area_ha * 1e4, min_valid_fraction=min_valid)
     except ValueError as err:
         raise SandwatchError.about("sandwatch monitor", str(err), "check --k, --min-area-ha and --min-valid") from None
-    config = MonitorConfig(alerts=alerts, threshold=threshold, aoi_buffer_m=aoi_buffer, edge=edge,
-                           cloud_test=cloud_test, tta=tta)
+    from sandwatch.predict import PredictConfig
+
+    config = MonitorConfig(alerts=alerts, cloud_test=cloud_test,
+                           predict=PredictConfig(threshold=threshold, aoi_buffer_m=aoi_buffer, edge=edge, tta=tta,
+                                                 progress=False))
     rules = make_rules(confirm_k, expire_after, mmu_ha)
     if dry_run and subs is None:
         raise SandwatchError.about("--dry-run", "needs --subscribers", "pass the subscribers file to check")

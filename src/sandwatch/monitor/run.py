@@ -45,8 +45,8 @@ from sandwatch.monitor.clouds import CLOUD_TESTS, L1CCloudTest, observed_mask
 from sandwatch.monitor.history import History
 from sandwatch.monitor.outputs import write_outputs
 from sandwatch.monitor.series import AlertConfig, AlertEvent, AlertTracker, date_figures
+from sandwatch.predict.config import PredictConfig
 from sandwatch.predict.lock import RunLock, RunLockWarning
-from sandwatch.published import AOI_BUFFER_M, EDGE_PX
 from sandwatch.vectors import area_m2, mask_polygons, to_wgs84, write_feature_collection
 
 NOT_OBSERVED = 255
@@ -58,13 +58,11 @@ class MonitorConfig:
     """Published defaults of ``sandwatch monitor``."""
 
     alerts: AlertConfig = AlertConfig()
-    threshold: float | None = None       #: mine where probability >= this (default: the checkpoint's)
-    aoi_buffer_m: float = AOI_BUFFER_M   #: buffer around river vectors (0: the AOI file's polygons as they are)
-    edge: int = EDGE_PX                  #: pixels discarded at each window side (see ``predict``)
-    batch_size: int = 8
+    #: how each date is predicted (edge, threshold, batch size, TTA, AOI buffer around rivers...):
+    #: the predict stage's own config, so monitor and predict cannot drift apart
+    predict: PredictConfig = PredictConfig(progress=False)
     cloud_test: str = "auto"             #: auto | scl | l1c | none
     l1c_test: L1CCloudTest = L1CCloudTest()
-    tta: bool = False                    #: average the 8 rotations/flips of each window (8x the forward time)
 
     def __post_init__(self):
         if self.cloud_test not in CLOUD_TESTS:
@@ -161,8 +159,9 @@ def monitor_site(checkpoint, site: str, aoi, scenes: Sequence, out_dir: str | os
 
     ``checkpoint``: a Checkpoint, its path, or a :class:`sandwatch.predict.Predictor` (built
     only when a scene needs predicting; a checkpoint's temperature and, unless
-    ``config.threshold`` is set, its threshold are applied). ``aoi``: river vectors (buffered by
-    ``config.aoi_buffer_m``; 0 takes the file's polygons as the AOI) or a shapely geometry in
+    ``config.predict.threshold`` is set, its threshold are applied). ``aoi``: river vectors (buffered by
+    ``config.predict.aoi_buffer_m``; 0 takes the file's polygons as the AOI), an
+    :class:`~sandwatch.aoi.AoiFile` (used as it is) or a shapely geometry in
     the scenes' CRS. ``scenes``: paths/URLs (or Scenes) of the site at any dates, any order,
     all on one grid. ``db``: SQLite path or SQLAlchemy URL (default ``out_dir/history.sqlite``).
     ``on_commit(date, scene)`` is called after each date's transaction.
@@ -241,7 +240,7 @@ def _monitor_locked(checkpoint, site, aoi, scenes, out_dir: Path, *, db, config:
 
         # ---- site record: grid, AOI, window --------------------------------------------------
         rec = history.site(site)
-        geom = resolve_aoi(aoi, opened[0][2], buffer_m=config.aoi_buffer_m, required=True)
+        geom = resolve_aoi(aoi, opened[0][2], buffer_m=config.predict.aoi_buffer_m, required=True)
         if rec is None:
             window = grid0.window_from_bounds(*geom.bounds).clip(grid0.height, grid0.width)
             if window is None:
@@ -301,9 +300,8 @@ def _monitor_locked(checkpoint, site, aoi, scenes, out_dir: Path, *, db, config:
                 if predictor is None:
                     predictor = as_predictor(checkpoint, device=device)
                 name = f"{site}_{date}_{h[:8]}"
-                pred = predict_scene(predictor, scene, dirs["predictions"], edge=config.edge, aoi=geom,
-                                     threshold=config.threshold, batch_size=config.batch_size, progress=False,
-                                     name=name, tta=config.tta, wait=wait)
+                pred = predict_scene(predictor, scene, dirs["predictions"], config.predict, aoi=geom,
+                                     name=name, wait=wait)
                 mine, observed, method = observe(scene, pred.paths["mask"], window, aoi_mask, config)
                 write_observation_raster(raster, mine, observed, wgrid, date,
                                          read_probability(pred.paths["probability"], window))
