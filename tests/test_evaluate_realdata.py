@@ -72,3 +72,8 @@ def test_report_screenshot_in_headless_chromium(real, tmp_path):
     # the page is not blank: there is dark text and coloured pictures on it
     assert (img.sum(axis=2) < 150).mean() > 0.002
     assert img.std() > 20
+    # the first screen is the plain-language summary: its pale green box (#f6f8f2, a 4 px
+    # green rule on its left) is drawn within the top 300 px
+    top = img[:300].reshape(-1, 3).astype(int)
+    assert (np.abs(top - [0xf6, 0xf8, 0xf2]).sum(axis=1) < 6).mean() > 0.02
+    assert (np.abs(top - [0x5a, 0x8f, 0x29]).sum(axis=1) < 30).sum() > 100
