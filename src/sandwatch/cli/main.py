@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "dataset": ("sandwatch.cli.dataset", "dataset", "Dataset manifests: import, statistics, geographic split."),
     "demo-data": ("sandwatch.cli.synthetic", "demo_data", "Write synthetic Sentinel-2 demo sites to a folder."),
     "models": ("sandwatch.cli.models", "models", "The model zoo: list architectures, inspect weight files."),
+    "pretrain": ("sandwatch.cli.pretrain", "pretrain", "Continue self-supervised pre-training on unlabelled river windows."),
     "train": ("sandwatch.cli.train", "train", "Train a model on a dataset manifest."),
     "predict": ("sandwatch.cli.predict", "predict", "Map mining probability on new scenes with a checkpoint."),
     "evaluate": ("sandwatch.cli.evaluate", "evaluate", "Precision, recall, PR curve, average precision; a report."),

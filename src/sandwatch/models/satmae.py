@@ -92,7 +92,9 @@ class GroupChannelViT(nn.Module):
         nn.init.normal_(self.pos_embed, std=0.02)
         nn.init.normal_(self.channel_embed, std=0.02)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patch tokens with their position and group embeddings added, ``(N, G, L, D)``, and
+        the CLS token with its position, ``(N, 1, D)`` (the hook masked pre-training uses)."""
         n, c, h, w = x.shape
         p = self.patch_size
         if h % p or w % p:
@@ -107,12 +109,22 @@ class GroupChannelViT(nn.Module):
             pos = resample_abs_pos_embed(pos, [gh, gw], [self.grid_size, self.grid_size], num_prefix_tokens=1)
         pos_patch = pos[:, 1:].unsqueeze(1).expand(-1, groups, -1, -1)              # (1, G, L, D - cD)
         chan = self.channel_embed.unsqueeze(2).expand(-1, -1, length, -1)            # (1, G, L, cD)
-        tokens = (tokens + torch.cat([pos_patch, chan], dim=-1)).reshape(n, groups * length, dim)
+        tokens = tokens + torch.cat([pos_patch, chan], dim=-1)
         cls_pos = torch.cat([pos[:, :1], torch.zeros_like(self.channel_embed[:, :1])], dim=-1)
-        t = torch.cat([(self.cls_token + cls_pos).expand(n, -1, -1), tokens], dim=1)
+        return tokens, (self.cls_token + cls_pos).expand(n, -1, -1)
+
+    def encode(self, t: torch.Tensor) -> torch.Tensor:
+        """The transformer blocks and the final norm over a token sequence ``(N, 1 + T, D)``."""
         for blk in self.blocks:
             t = blk(t)
-        t = self.norm(t)[:, 1:]                                                       # drop CLS
+        return self.norm(t)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        n, _, h, w = x.shape
+        gh, gw = h // self.patch_size, w // self.patch_size
+        tokens, cls = self.embed(x)
+        groups, length, dim = tokens.shape[1:]
+        t = self.encode(torch.cat([cls, tokens.reshape(n, groups * length, dim)], dim=1))[:, 1:]   # drop CLS
         # (N, G*L, D) -> (N, L, G*D) -> (N, G*D, gh, gw)
         t = t.reshape(n, groups, length, dim).permute(0, 2, 1, 3).reshape(n, length, groups * dim)
         return [t.transpose(1, 2).reshape(n, groups * dim, gh, gw)]

@@ -288,11 +288,11 @@ def _null_keys(over: dict, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]
     return out
 
 
-def _remove_option(data: dict, parts: tuple[str, ...]) -> None:
+def _remove_option(data: dict, parts: tuple[str, ...], schema: type[BaseModel] | None = None) -> None:
     """``key=null`` inside a free-form mapping (``model.options``) removes the key, so the
     architecture's default applies again; on a typed setting null stays null (its "default"
     meaning, e.g. ``optim.lr=null`` is the published LR)."""
-    section: Any = TrainConfig
+    section: Any = schema or TrainConfig
     for p in parts[:-1]:
         field = getattr(section, "model_fields", {}).get(p)
         if field is None:
@@ -310,9 +310,9 @@ def _remove_option(data: dict, parts: tuple[str, ...]) -> None:
 _PATH_KEYS = (("manifest",), ("run_dir",), ("model", "weights"), ("cache", "dir"))
 
 
-def _resolve_paths(data: dict, base: Path) -> None:
-    """Relative paths of ``data`` taken relative to ``base`` (in place)."""
-    for keys in _PATH_KEYS:
+def _resolve_paths(data: dict, base: Path, path_keys=_PATH_KEYS) -> None:
+    """Relative paths of ``data`` (at ``path_keys``) taken relative to ``base`` (in place)."""
+    for keys in path_keys:
         node = data
         for k in keys[:-1]:
             node = node.get(k) if isinstance(node, dict) else None
@@ -322,43 +322,49 @@ def _resolve_paths(data: dict, base: Path) -> None:
 
 
 def config_from_dict(data: dict, overrides: list[str] | tuple[str, ...] = (), source: object = "config",
-                     base_dir: str | os.PathLike | None = None) -> TrainConfig:
+                     base_dir: str | os.PathLike | None = None, *, schema: type[BaseModel] | None = None,
+                     profiles: dict[str, dict] | None = None, path_keys=_PATH_KEYS, command: str = "train") -> Any:
     """Validate a config dict (+ ``--set`` overrides).
 
     Relative paths in ``data`` are taken relative to ``base_dir`` (the config file's folder);
     paths given in ``overrides`` relative to the current directory, like any command-line path.
+    ``schema``, ``profiles``, ``path_keys`` and ``command``: another stage's typed config
+    (``sandwatch pretrain`` reads its own with this function); by default :class:`TrainConfig`.
     """
+    schema, profiles = schema or TrainConfig, PROFILES if profiles is None else profiles
     data = copy.deepcopy(data or {})
     if base_dir is not None:
-        _resolve_paths(data, Path(base_dir))
+        _resolve_paths(data, Path(base_dir), path_keys)
     over: dict = {}
     for item in overrides:
         apply_override(over, item)
     if base_dir is not None:
-        _resolve_paths(over, Path.cwd())
+        _resolve_paths(over, Path.cwd(), path_keys)
     data = _deep_merge(data, over)
     for parts in _null_keys(over):
-        _remove_option(data, parts)
+        _remove_option(data, parts, schema)
     profile = data.get("profile", "default")
-    if profile not in PROFILES:
-        raise SandwatchError.about(source, f"unknown profile {profile!r}", f"use one of {', '.join(PROFILES)}")
-    data = _deep_merge(PROFILES[profile], data)
+    if profile not in profiles:
+        raise SandwatchError.about(source, f"unknown profile {profile!r}", f"use one of {', '.join(profiles)}")
+    data = _deep_merge(profiles[profile], data)
     try:
-        cfg = TrainConfig.model_validate(data)
+        cfg = schema.model_validate(data)
     except ValidationError as err:
         e = err.errors()[0]
         where = ".".join(str(x) for x in e["loc"]) or "config"
         raise SandwatchError.about(source, f"invalid value at {where}: {e['msg']}",
-                                   "fix it in the file or with --set (see `sandwatch train --help`)") from None
+                                   f"fix it in the file or with --set (see `sandwatch {command} --help`)") from None
     return cfg
 
 
-def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
-    """Read a YAML config, apply ``--set`` overrides, validate; paths relative to the file."""
+def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = (), *,
+                example: str = "configs/default.yaml", **kinds) -> Any:
+    """Read a YAML config, apply ``--set`` overrides, validate; paths relative to the file.
+    ``kinds``: see :func:`config_from_dict` (default: a :class:`TrainConfig`)."""
     path = Path(path)
     data = read_yaml_mapping(path, what="config file", missing_fix="check the path (examples in configs/)",
-                             format_fix="see configs/default.yaml for the format")
-    return config_from_dict(data, overrides, source=path, base_dir=path.resolve().parent)
+                             format_fix=f"see {example} for the format")
+    return config_from_dict(data, overrides, source=path, base_dir=path.resolve().parent, **kinds)
 
 
 def default_config_yaml(manifest: str = "data/manifest.yaml", run_dir: str = "runs/train") -> str:

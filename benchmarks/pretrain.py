@@ -1,0 +1,170 @@
+"""Does continued pre-training on unlabelled river windows help? Linear probing from (a) a random
+encoder against (b) the encoder `sandwatch pretrain` made, same budget, same seeds.
+
+Protocol (fixed before any number was seen):
+
+* encoder: SSL4EO-S12 ResNet18 (the architecture; no published weights can be downloaded here,
+  so (b) is pre-trained from scratch by MoCo v2, ``configs/pretrain-cpu.yaml``: 64 px windows
+  inside the river AOI, seasonal second views where a site has two dates, ``--pretrain-steps``
+  optimiser steps of 32 windows);
+* probe: ``sandwatch.train`` with the encoder frozen, the feature cache and a light U-Net decoder
+  (8-16-32-64), 64 px windows, ``--probe-steps`` AdamW steps of 16 (cosine), BCE pos_weight 6;
+  (a) and (b) differ only in ``model.weights``; seeds 0, 1, 2 (``--seeds``) for each;
+* demo: ``sandwatch demo-data`` (6 sites, 512 px, seed 0) split by ``dataset split`` into
+  geographic clusters (3, a third held out); pre-training sees every scene *without labels*
+  (the held-out cluster's imagery too: unlabelled imagery of the place to map is what a user
+  has), the probe trains on the training clusters' labels;
+* real: ``../shared/data/india-sandmining`` (two true-colour scenes, R,G,B, each normalised by
+  its own statistics inside its river AOI): pre-training on both scenes' AOI windows, the probe
+  trains on Bhargavi 2018-12 and is scored on Wainganga 2023-05;
+* score: average precision over the held-out scenes' pixels inside the river AOI (the train
+  stage's validation: a grid of windows over the AOI, valid pixels inside it, exact binned PR)
+  of the *last* epoch (nothing chosen on the held-out scenes); mean, sample std and range over
+  seeds, and the ratio (b)/(a) of the means.
+
+    .venv/bin/python benchmarks/pretrain.py                       # everything: about 30-40 min on 2 cores
+    .venv/bin/python benchmarks/pretrain.py --datasets demo --seeds 0 --pretrain-steps 60 --probe-steps 60  # smoke
+
+``--json FILE`` keeps every row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+PROBE = {
+    "model": {"arch": "ssl4eo-resnet18", "freeze_encoder": True, "options": {"decoder_channels": [8, 16, 32, 64]}},
+    "data": {"window": 64, "epoch_windows": 256, "num_workers": 2},
+    "optim": {"batch_size": 16, "lr": 1e-3, "schedule": "cosine", "warmup": 0.05},
+    "cache": {"enabled": True, "max_gb": 2.0},
+    "trainer": {"accelerator": "cpu", "progress_bar": False},
+    "tracking": {"backend": "none", "overlays": 0},
+}
+
+
+def demo_manifest(out: Path) -> Path:
+    from sandwatch.dataset.manifest import load_manifest, save_manifest
+    from sandwatch.dataset.split import geographic_split
+    from sandwatch.synthetic.demo import DemoConfig, write_demo_data
+
+    path = out / "demo" / "manifest.yaml"
+    if not path.is_file():
+        write_demo_data(out / "demo", config=DemoConfig(sites=6, size=512, seed=0, s1=False))
+        save_manifest(geographic_split(load_manifest(path), clusters=3, val_fraction=0.34, seed=0), path)
+    return path
+
+
+def real_manifest(out: Path) -> Path:
+    """Both real scenes: Bhargavi (train), Wainganga (val)."""
+    from realdata import DATA, manifest_for
+
+    from sandwatch.dataset.manifest import Manifest, load_manifest, save_manifest
+
+    if not DATA.is_dir():
+        raise SystemExit(f"real data not available: {DATA} is absent")
+    out.mkdir(parents=True, exist_ok=True)
+    obs = [load_manifest(manifest_for(DATA, key, split, out / f"{key}.yaml")).observations[0]
+           for key, split in (("bhargavi", "train"), ("wainganga", "val"))]
+    return save_manifest(Manifest(name="realdata-both", observations=obs), out / "manifest.yaml")
+
+
+def run_pretrain(manifest: Path, run_dir: Path, steps: int, extra: list[str]) -> tuple[Path, dict]:
+    from sandwatch.pretrain import load_pretrain_config, pretrain
+
+    weights = run_dir / "checkpoints" / "pretrained.pth"
+    done = run_dir / "done.json"
+    if done.is_file():                     # a re-run with the same --out reuses a finished pre-training
+        return weights, json.loads(done.read_text())
+    cfg = load_pretrain_config(ROOT / "configs" / "pretrain-cpu.yaml", [
+        f"manifest={manifest}", f"run_dir={run_dir}", f"optim.steps={steps}", "trainer.progress_bar=false",
+        "tracking.backend=none", "data.epoch_windows=320", *extra])
+    t0 = time.perf_counter()
+    result = pretrain(cfg)
+    info = {"seconds": time.perf_counter() - t0, "losses": result.losses,
+            "steps": result.history[-1]["global_step"] if result.history else 0}
+    done.write_text(json.dumps(info))
+    return weights, info
+
+
+def run_probe(manifest: Path, run_dir: Path, seed: int, steps: int, weights: Path | None, extra: dict) -> dict:
+    from sandwatch.train.config import _deep_merge, config_from_dict
+    from sandwatch.train.runner import train
+
+    data = _deep_merge(PROBE, extra)
+    data.update({"manifest": str(manifest), "run_dir": str(run_dir)})
+    data["model"] = {**data["model"], "weights": str(weights) if weights else None}
+    data["optim"] = {**data["optim"], "steps": steps}
+    data["trainer"] = {**data["trainer"], "seed": seed}
+    t0 = time.perf_counter()
+    result = train(config_from_dict(data))
+    last = result.history[-1]
+    return {"ap": float(last["val_ap"]), "f1_05": float(last["val_f1"]), "steps": int(last["global_step"]),
+            "seconds": time.perf_counter() - t0}
+
+
+def spread(values: list[float]) -> str:
+    mean = statistics.fmean(values)
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{mean:.3f} +- {sd:.3f} (range {min(values):.3f}-{max(values):.3f}, n={len(values)})"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--datasets", default="demo,real", help="demo, real or both (comma-separated)")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--pretrain-steps", type=int, default=320)
+    ap.add_argument("--probe-steps", type=int, default=160)
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-pretrain")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    import torch
+
+    torch.set_num_threads(2)
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    rows, lines = [], []
+    for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
+        out = args.out / name
+        if name == "demo":
+            manifest, pre_extra, probe_extra = demo_manifest(out), [], {}
+        else:
+            manifest = real_manifest(out / "data")
+            pre_extra = ["model.bands=[R,G,B]", "model.normalization=scene"]
+            probe_extra = {"model": {"bands": ["R", "G", "B"], "normalization": "scene"},
+                           "loss": {"dice_weight": 1.0}, "data": {"low_confidence_weight": 0.5}}
+        weights, info = run_pretrain(manifest, out / "pretrain", args.pretrain_steps, pre_extra)
+        loss = info["losses"]
+        print(f"[{name}] pretrain: {info['steps']} steps in {info['seconds']:.0f} s, "
+              f"epoch loss {loss[0]:.3f} -> {loss[-1]:.3f}", flush=True)
+        aps: dict[str, list[float]] = {"random": [], "pretrained": []}
+        for seed in seeds:
+            for init, w in (("random", None), ("pretrained", weights)):
+                run_dir = out / f"probe-{init}-seed{seed}"
+                res = json.loads((run_dir / "probe.json").read_text()) if (run_dir / "probe.json").is_file() \
+                    else run_probe(manifest, run_dir, seed, args.probe_steps, w, probe_extra)
+                (run_dir / "probe.json").write_text(json.dumps(res))
+                aps[init].append(res["ap"])
+                rows.append({"dataset": name, "init": init, "seed": seed, **res})
+                print(f"[{name}] seed {seed} {init:>10}: held-out AP {res['ap']:.4f}  F1@0.5 {res['f1_05']:.3f}  "
+                      f"({res['steps']} steps, {res['seconds']:.0f} s)", flush=True)
+        a, b = statistics.fmean(aps["random"]), statistics.fmean(aps["pretrained"])
+        lines += [f"[{name}] (a) random init : {spread(aps['random'])}",
+                  f"[{name}] (b) pre-trained : {spread(aps['pretrained'])}",
+                  f"[{name}] ratio (b)/(a) of mean AP: {b / a:.2f}" if a > 0 else f"[{name}] (a) has AP 0"]
+    print("\n".join(["", "held-out AP inside the river AOI, linear probe (frozen ResNet18 + light decoder):", *lines]))
+    if args.json:
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
