@@ -72,8 +72,9 @@ def evaluate(manifest, predictions, checkpoints, split, out_dir, border, low_con
         name = names.pop(0) if names else None   # the checkpoint its tags name, else the folder
         results.append(evaluate_predictions(manifest, pdir, split=split_arg, config=config, name=name))
     metrics = write_report(results, out_dir, split=split_arg, overlays=not no_overlays)
-    click.echo(f"{'model':<24} {'AP':>7} {'F1@' + format(threshold, 'g'):>7} {'best F1':>8}   (whole image, pooled)")
+    w = max([24] + [len(row["model"]) + 1 for row in metrics["comparison"]])
+    click.echo(f"{'model':<{w}} {'AP':>7} {'F1@' + format(threshold, 'g'):>7} {'best F1':>8}   (whole image, pooled)")
     for row in metrics["comparison"]:
         f = lambda v: "   -" if v is None else f"{v:.3f}"  # noqa: E731
-        click.echo(f"{row['model']:<24} {f(row['ap']):>7} {f(row['f1_at_0.5']):>7} {f(row['best_f1']):>8}")
+        click.echo(f"{row['model']:<{w}} {f(row['ap']):>7} {f(row['f1_at_0.5']):>7} {f(row['best_f1']):>8}")
     click.echo(f"report: {out_dir / 'report.html'}")
