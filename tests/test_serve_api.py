@@ -249,7 +249,7 @@ def test_review_is_stored_in_the_history_and_shown_by_monitor_report(client, pro
     c, app = client
     alerts = c.get("/api/alerts").json()["alerts"]
     assert {a["site"] for a in alerts} == {"site00", "site01"}
-    site00 = [a for a in alerts if a["site"] == "site00"]
+    site00 = [a for a in alerts if a["site"] == "site00" and not a["pixel"]]
     latest = {}
     for a in sorted(site00, key=lambda a: (a["date"], int(a["id"].split("-")[1]))):
         latest[a["region"]] = a
@@ -433,3 +433,38 @@ def test_each_worker_builds_the_same_app_with_the_shared_token(project, monkeypa
     assert {a.state.token for a in apps} == {"a-shared-token-for-all-workers"}
     keys = [TestClient(a, base_url="http://127.0.0.1:8765").get("/api/project").json() for a in apps]
     assert keys[0] == keys[1]                       # same file keys in every worker: tiles URLs work anywhere
+
+
+def test_pixel_alerts_are_listed_with_confidence_and_a_map_rejection_reaches_the_alert_model(client, project):
+    from sandwatch.monitor.history import History
+    from sandwatch.monitor.history_alerts import rejected_keys
+
+    c, app = client
+    pixel = [a for a in c.get("/api/alerts").json()["alerts"] if a["pixel"] and a["site"] == "site00"]
+    assert pixel, "the monitor run of the fixture records pixel alerts (sandwatch.alerts)"
+    for a in pixel:
+        assert 0 < a["confidence"] <= 1 and a["kind"].startswith("pixel alert, ") and a["area_ha"] >= 0.2
+    target = pixel[0]
+    tok = {"X-Sandwatch-Token": token_of(app)}
+    db = project / "monitor" / "site00" / "history.sqlite"
+    h = History(db, must_exist=True)
+    try:
+        site_id = next(s.id for s in h.sites() if s.name == "site00")
+        assert rejected_keys(h, site_id) == set()
+        r = c.post(f"/api/alerts/{target['id']}/review", headers=tok,
+                   json={"decision": "rejected", "comment": "dredged channel", "reviewer": "Asha"})
+        assert r.status_code == 200, r.text
+        keys = rejected_keys(h, site_id)
+        assert len(keys) == 1
+        again = {a["id"]: a for a in c.get("/api/alerts").json()["alerts"]}[target["id"]]
+        assert again["review"]["decision"] == "rejected" and again["review"]["reviewer"] == "Asha"
+        # the reviewer changes their mind: the alert model no longer skips the region
+        r = c.post(f"/api/alerts/{target['id']}/review", headers=tok, json={"decision": "accepted", "reviewer": "Asha"})
+        assert r.status_code == 200 and rejected_keys(h, site_id) == set()
+        con = sqlite3.connect(db)
+        rows = con.execute("SELECT alert_id, event_key, decision FROM alert_decisions WHERE event_key IS NOT NULL "
+                           "ORDER BY id").fetchall()
+        con.close()
+        assert rows == [(None, next(iter(keys)), "rejected"), (None, next(iter(keys)), "accepted")]
+    finally:
+        h.close()

@@ -68,7 +68,10 @@ alert_reviews = Table(
 alert_decisions = Table(
     "alert_decisions", metadata,
     Column("id", Integer, primary_key=True),
-    Column("alert_id", Integer, ForeignKey("alerts.id"), nullable=False, index=True),
+    # a region alert of the monitor (alert_id), or a pixel-alert region (site_id + event_key)
+    Column("alert_id", Integer, ForeignKey("alerts.id"), nullable=True, index=True),
+    Column("site_id", Integer, ForeignKey("sites.id"), nullable=True, index=True),
+    Column("event_key", String(80), nullable=True),
     Column("decision", String(24), nullable=False),
     Column("comment", Text, nullable=False, default=""),
     Column("reviewer", String(100), nullable=False),
@@ -123,6 +126,14 @@ def add_review(history: History, site_id: int, key: str, reviewer: str, note: st
         return insert_ignore(conn, alert_reviews, dict(site_id=site_id, key=key, verdict=verdict,
                                                         reviewer=reviewer, note=note, created=_now()),
                              ["site_id", "key"]) is not None
+
+
+def remove_review(history: History, site_id: int, key: str) -> bool:
+    """Withdraw a rejection (a reviewer changed their mind); False when there was none."""
+    with history._writer.begin() as conn:
+        res = conn.execute(alert_reviews.delete().where(
+            (alert_reviews.c.site_id == site_id) & (alert_reviews.c.key == key)).returning(alert_reviews.c.id))
+        return res.first() is not None
 
 
 def rejected_keys(history: History, site_id: int) -> set[str]:

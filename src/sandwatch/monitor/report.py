@@ -54,7 +54,7 @@ def latest_reviews(engine) -> dict[int, dict[str, Any]]:
         return {}
     with engine.connect() as conn:
         rows = conn.execute(select(table).order_by(table.c.decided_at, table.c.id)).mappings().all()
-    return {r["alert_id"]: dict(r) for r in rows}
+    return {r["alert_id"]: dict(r) for r in rows if r["alert_id"] is not None}
 
 
 def site_report(db: str | os.PathLike) -> list[SiteSummary]:

@@ -24,6 +24,7 @@ from sqlalchemy import select
 
 from sandwatch.errors import SandwatchError
 from sandwatch.monitor.history import alerts as alerts_table
+from sandwatch.monitor.history_alerts import add_review, alert_events, events, remove_review
 from sandwatch.monitor.history_alerts import alert_decisions as reviews
 
 DECISIONS = ("accepted", "rejected", "needs field check")
@@ -52,6 +53,9 @@ class AlertItem:
     longitude: float | None
     geometry: dict | None
     review: Decision | None
+    #: pixel alerts (``sandwatch.alerts``): their confidence 0..1; None for the monitor's region alerts
+    confidence: float | None = None
+    pixel: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,10 +95,12 @@ class HistoryReviews:
         for h in self.histories:
             h.close()
 
-    def _latest(self, conn) -> dict[int, Decision]:
-        out: dict[int, Decision] = {}
+    def _latest(self, conn) -> dict:
+        """Latest decision per region alert id, and per (site id, key) of a pixel-alert region."""
+        out: dict = {}
         for r in conn.execute(select(reviews).order_by(reviews.c.decided_at, reviews.c.id)).mappings():
-            out[r["alert_id"]] = Decision(r["decision"], r["comment"], r["reviewer"], r["decided_at"].isoformat())
+            where = r["alert_id"] if r["alert_id"] is not None else (r["site_id"], r["event_key"])
+            out[where] = Decision(r["decision"], r["comment"], r["reviewer"], r["decided_at"].isoformat())
         return out
 
     def alerts(self) -> list[AlertItem]:
@@ -111,26 +117,47 @@ class HistoryReviews:
                         date=a["date"].isoformat(), first_seen=a["first_seen"].isoformat(),
                         area_ha=round(a["area_m2"] / 1e4, 4), latitude=a["latitude"], longitude=a["longitude"],
                         geometry=json.loads(a["geojson"]) if a["geojson"] else None, review=latest.get(a["id"])))
+                latest_event: dict[str, dict] = {}
+                for e in events(h, site.id):                  # ordered by date: the last row is the state
+                    latest_event[e["key"]] = e
+                for key, e in latest_event.items():
+                    items.append(AlertItem(
+                        id=f"h{i}-e{e['id']}", site=site.name, kind=f"pixel alert, {e['status']}", region=e["region"],
+                        date=e["date"].isoformat(), first_seen=e["first_date"].isoformat(),
+                        area_ha=round(e["area_m2"] / 1e4, 4), latitude=e["latitude"], longitude=e["longitude"],
+                        geometry=json.loads(e["geojson"]) if e["geojson"] else None,
+                        review=latest.get((site.id, key)), confidence=round(float(e["confidence"]), 3), pixel=True))
         return items
 
     def _split(self, alert_id: str):
+        """(history, region alert id or None, (site id, event key) or None)."""
         try:
             h, a = str(alert_id).removeprefix("h").split("-")
-            history, aid = self.histories[int(h)], int(a)
+            history, pixel = self.histories[int(h)], a.startswith("e")
+            aid = int(a.removeprefix("e"))
         except (ValueError, IndexError):
             raise SandwatchError.about(f"alert {str(alert_id)[:40]}", "is not in the monitoring history",
                                        "reload the page") from None
+        table = alert_events if pixel else alerts_table
+        cols = [alert_events.c.site_id, alert_events.c.key] if pixel else [alerts_table.c.id]
         with history.engine.connect() as conn:
-            if conn.execute(select(alerts_table.c.id).where(alerts_table.c.id == aid)).first() is None:
-                raise SandwatchError.about(f"alert {alert_id}", "is not in the monitoring history", "reload the page")
-        return history, aid
+            row = conn.execute(select(*cols).where(table.c.id == aid)).first()
+        if row is None:
+            raise SandwatchError.about(f"alert {alert_id}", "is not in the monitoring history", "reload the page")
+        return (history, None, (row[0], row[1])) if pixel else (history, aid, None)
 
     def decide(self, alert_id: str, decision: str, comment: str, reviewer: str) -> Decision:
         decision, comment, reviewer = check_decision(decision, comment, reviewer)
-        history, aid = self._split(alert_id)
+        history, aid, region = self._split(alert_id)
         now = _utcnow()
         writer = history.engine.execution_options(sandwatch_write=True)   # BEGIN IMMEDIATE, as the monitor writes
+        site_id, key = region if region else (None, None)
         with writer.begin() as conn:
-            conn.execute(reviews.insert().values(alert_id=aid, decision=decision, comment=comment,
-                                                 reviewer=reviewer, decided_at=now))
+            conn.execute(reviews.insert().values(alert_id=aid, site_id=site_id, event_key=key, decision=decision,
+                                                 comment=comment, reviewer=reviewer, decided_at=now))
+        if region:     # the alert model skips a rejected region from its next update on
+            if decision == "rejected":
+                add_review(history, site_id, key, reviewer, comment or None)
+            else:
+                remove_review(history, site_id, key)
         return Decision(decision, comment, reviewer, now.isoformat())

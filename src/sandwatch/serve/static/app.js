@@ -176,7 +176,8 @@
     for (const a of state.alerts) {
       const li = el("li"); li.dataset.alert = a.id;
       const head = el("div"); head.append(el("b", `${a.site}: ${a.kind}`), el("span", ` region ${a.region}`));
-      const meta = el("div", `${a.date} (first seen ${a.first_seen}), ${a.area_ha.toFixed(2)} ha`, "meta");
+      const conf = a.confidence === null || a.confidence === undefined ? "" : `, confidence ${Math.round(a.confidence * 100)} %`;
+      const meta = el("div", `${a.date} (first seen ${a.first_seen}), ${a.area_ha.toFixed(2)} ha${conf}`, "meta");
       const review = a.review;
       const st = el("div", review ? `${review.decision} by ${review.reviewer} at ${review.decided_at}` + (review.comment ? `: ${review.comment}` : "") : "not reviewed",
         "state " + (review ? stateClass[review.decision] || "" : ""));
