@@ -53,6 +53,10 @@ class BandInfo:
     in_l2a: bool = True
     aliases: tuple[str, ...] = ()
 
+    def __post_init__(self):
+        if self.units not in UNITS:
+            raise ValueError(f"band {self.name}: units {self.units!r} is not one of {UNITS}")
+
     @property
     def model_input(self) -> bool:
         return self.units != "class"

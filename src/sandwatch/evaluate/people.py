@@ -62,9 +62,10 @@ def area_rows(result: ModelResult, scope: str = "image") -> list[dict]:
     return rows
 
 
-def summary(result: ModelResult, scope: str = "image") -> dict:
-    """The numbers of the plain-language summary (hectares and shares, None where undefined)."""
-    rows = area_rows(result, scope)
+def summary(result: ModelResult, scope: str = "image", rows: list[dict] | None = None) -> dict:
+    """The numbers of the plain-language summary (hectares and shares, None where undefined);
+    ``rows``: the result's :func:`area_rows` when already computed."""
+    rows = area_rows(result, scope) if rows is None else rows
     mined = [r for r in rows if r["known_mining"]]
     clean = [r for r in rows if not r["known_mining"]]
     flagged = sum(r["flagged_ha"] for r in rows)
@@ -89,12 +90,11 @@ def _pct(v) -> str:
     return "–" if v is None else f"{100 * v:.0f} %"
 
 
-def summary_html(result: ModelResult, scope: str = "image") -> str:
-    """One paragraph in plain words with the numbers of :func:`summary`."""
-    s = summary(result, scope)
+def summary_html(name: str, s: dict, scope: str = "image") -> str:
+    """One paragraph in plain words with the numbers ``s`` of :func:`summary` for model ``name``."""
     e = html.escape
     where = "in the whole scenes" if scope == "image" else "inside the river area of interest"
-    text = [f"The model <b>{e(result.name)}</b> flagged <b>{s['flagged_ha']:.1f} ha</b> of likely mining "
+    text = [f"The model <b>{e(name)}</b> flagged <b>{s['flagged_ha']:.1f} ha</b> of likely mining "
             f"in <b>{s['scenes_flagged']}</b> of {s['scenes']} scenes ({where}, at threshold {s['threshold']:g})."]
     if s["scenes_with_mining"]:
         text.append(f"On the {s['scenes_with_mining']} scene(s) with known mining ({s['labelled_ha']:.1f} ha "

@@ -160,12 +160,14 @@ def write_report(results: list[ModelResult], out_dir: str | os.PathLike, *, spli
     if not results:
         raise ValueError("no results to report")
     config = results[0].config
+    area_by_model = {r.name: area_rows(r, headline_scope) for r in results}
+    models = model_rows(results)
     metrics = {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "split": split,
         "config": config.to_dict(),
         "headline_scope": headline_scope,
-        "summary": {r.name: summary(r, headline_scope) for r in results},
+        "summary": {r.name: summary(r, headline_scope, area_by_model[r.name]) for r in results},
         "comparison": comparison_rows(results, headline_scope),
         "comparison_aoi": comparison_rows(results, "aoi"),
         "models": [r.to_dict() for r in results],
@@ -175,7 +177,7 @@ def write_report(results: list[ModelResult], out_dir: str | os.PathLike, *, spli
     _write_csv(metrics["comparison"] + metrics["comparison_aoi"], out / "comparison.csv")
     all_scene_rows = [row for r in results for row in scene_rows(r)]
     _write_csv(all_scene_rows, out / "scenes.csv")
-    areas = [row for r in results for row in area_rows(r, headline_scope)]
+    areas = [row for r in results for row in area_by_model[r.name]]
     _write_csv(areas, out / "areas.csv")
     pr = plot_pr_curves(results, out / "pr_curve.png")
 
@@ -196,13 +198,13 @@ def write_report(results: list[ModelResult], out_dir: str | os.PathLike, *, spli
              f"<style>{_CSS}</style></head><body>",
              "<h1>sandwatch evaluation</h1>",
              "<h2>In plain words</h2>"]
-    parts += [summary_html(r, headline_scope) for r in results]
+    parts += [summary_html(r.name, metrics["summary"][r.name], headline_scope) for r in results]
     acols = [("model", "model"), ("id", "scene"), ("mining_ha", "mining labelled (ha)"), ("flagged_ha", "flagged (ha)"),
              ("found_ha", "found (ha)"), ("missed_ha", "missed (ha)"), ("false_alarm_ha", "false alarm (ha)")]
     parts += ["<h2>Areas per scene</h2>", _html_table(areas, acols, digits=2),
               "<p class='note'>Scenes without labelled mining are listed too: everything flagged there is a "
               "false alarm. Terms are explained at the end.</p>",
-              "<h2>The model</h2>", _html_table(model_rows(results), [(k, k) for k in model_rows(results)[0]]),
+              "<h2>The model</h2>", _html_table(models, [(k, k) for k in models[0]]),
               f"<p class='note'>split <b>{html.escape(str(split))}</b>; border crop {config.border} px; "
               f"low-confidence labels: <b>{html.escape(str(config.low_confidence))}</b>; threshold "
               f"{config.threshold:g}; created {metrics['created']}. Average precision is scikit-learn's "
