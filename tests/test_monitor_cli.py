@@ -267,6 +267,11 @@ def test_bad_input_is_one_line(world, tmp_path, capsys):
     assert main(["monitor", "--site", "x", "-o", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "missing --checkpoint, --rivers or --aoi, --scenes" in err
+    both = ["monitor", "--checkpoint", str(world["ckpt"]), "--site", "x", "--rivers", str(world["rivers"]),
+            "--aoi", str(world["rivers"]), "--scenes", str(world["grow"][0]), "-o", str(tmp_path / "both")]
+    assert main(both) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--rivers: given with --aoi" in err and not (tmp_path / "both").exists()
     assert run_cli(world, "grow", [tmp_path / "nope.tif"], tmp_path / "o") == 2
     assert "nope.tif: no such scene" in capsys.readouterr().err
     other = utm_grid(79.8, 21.1, size=SIZE)

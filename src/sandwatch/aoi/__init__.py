@@ -16,7 +16,7 @@ from sandwatch.aoi.core import (
     require_aoi,
     write_aoi,
 )
-from sandwatch.aoi.resolve import AoiFile, resolve_aoi
+from sandwatch.aoi.resolve import AoiFile, aoi_choice, resolve_aoi
 from sandwatch.aoi.water import (
     WaterOptions,
     WaterReport,
@@ -30,6 +30,6 @@ from sandwatch.aoi.water import (
 
 __all__ = [
     "WaterOptions", "WaterReport", "otsu_threshold", "aoi_area_m2", "aoi_for_observation", "aoi_from_file", "aoi_from_rivers", "aoi_from_water",
-    "buffer_on_grid", "clean_water_mask", "rasterize_aoi", "require_aoi", "resolve_aoi", "AoiFile", "vectorize_mask", "water_index",
+    "buffer_on_grid", "clean_water_mask", "rasterize_aoi", "require_aoi", "resolve_aoi", "AoiFile", "aoi_choice", "vectorize_mask", "water_index",
     "water_mask_from_scene", "write_aoi",
 ]

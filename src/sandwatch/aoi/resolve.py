@@ -28,6 +28,18 @@ class AoiFile:
         object.__setattr__(self, "path", Path(self.path))
 
 
+def aoi_choice(rivers=None, aoi=None):
+    """What a command's ``--rivers`` / ``--aoi`` say, as :func:`resolve_aoi` takes it: river
+    vectors (a path, buffered), :class:`AoiFile` (used as it is), ``"auto"``/``"none"``, or None
+    when neither is given. Both at once is a one-line error."""
+    ready = aoi is not None and str(aoi).lower() not in ("none", "auto")
+    if rivers is not None and aoi is not None and str(aoi).lower() != "none":
+        raise SandwatchError.about("--rivers", "given with --aoi", "use one: --rivers FILE (buffered) or --aoi FILE (as is)")
+    if rivers is not None:
+        return Path(rivers)
+    return AoiFile(aoi) if ready else (None if aoi is None else str(aoi).lower())
+
+
 def resolve_aoi(aoi, scene, *, buffer_m: float = AOI_BUFFER_M, required: bool = False,
                 what: str = "--aoi") -> BaseGeometry | None:
     """The AOI as a shapely geometry in the scene's CRS, or None for the whole scene.

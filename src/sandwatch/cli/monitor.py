@@ -105,9 +105,12 @@ def monitor(ctx, checkpoint, site, rivers, aoi, scenes, out_dir, db, k, min_area
 
         raise SandwatchError.about("sandwatch monitor", f"missing {', '.join(missing)}",
                                    "see `sandwatch monitor --help` for an example")
+    from sandwatch.aoi import aoi_choice
     from sandwatch.errors import SandwatchError
     from sandwatch.models.checkpoint import Checkpoint
     from sandwatch.monitor import AlertConfig, MonitorConfig, monitor_site
+
+    aoi_arg = aoi_choice(rivers, aoi)      # --rivers with --aoi: one line before any output
 
     try:
         alerts = AlertConfig(k=k, min_area_m2=min_area_ha * 1e4, min_valid_fraction=min_valid)
@@ -128,13 +131,7 @@ def monitor(ctx, checkpoint, site, rivers, aoi, scenes, out_dir, db, k, min_area
     ensure_writable_dir(out_dir)
     if db is not None and "://" not in str(db):
         ensure_writable_dir(Path(db).resolve().parent, db)
-    from sandwatch.aoi import AoiFile
-
-    if rivers and aoi:
-        from sandwatch.errors import SandwatchError
-
-        raise SandwatchError.about("--rivers", "given with --aoi", "use one: --rivers FILE (buffered) or --aoi FILE (as is)")
-    res = monitor_site(ckpt, site, rivers if rivers else AoiFile(aoi), list(scenes), out_dir, db=db, config=config, progress=not quiet, device=device)
+    res = monitor_site(ckpt, site, aoi_arg, list(scenes), out_dir, db=db, config=config, progress=not quiet, device=device)
     n_gaps = sum(1 for o in res.series if o["gap"])
     click.echo(f"{site}: {res.added_observations} new date(s), {res.known_observations} already known, "
                f"{len(res.series)} in all ({n_gaps} gaps); {res.added_alerts} new alert(s)")

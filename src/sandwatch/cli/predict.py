@@ -111,11 +111,9 @@ def predict(ctx, checkpoint, scenes, out_dir, config_file, manifest, split, s1, 
         from sandwatch.io import ensure_writable_dir
 
         ensure_writable_dir(out_dir)   # before predicting, not after
-    from sandwatch.aoi import AoiFile
+    from sandwatch.aoi import aoi_choice
 
-    if rivers is not None and aoi.lower() != "none":
-        raise SandwatchError.about("--rivers", "given with --aoi", "use one: --rivers FILE (buffered) or --aoi FILE (as is)")
-    aoi_arg = rivers if rivers is not None else aoi if aoi.lower() in ("auto", "none") else AoiFile(aoi)
+    aoi_arg = aoi_choice(rivers, aoi)
     if manifest is not None:
         if scenes or s1:
             raise SandwatchError.about("--manifest", "given with SCENES or --s1", "predict either a manifest or scene files")
