@@ -232,6 +232,16 @@ def test_a_bad_subscribers_file_is_one_line(db, tmp_path, capsys, entry, message
     assert outbox(db) == []
 
 
+def test_an_unwritable_feed_folder_stops_before_anything_is_recorded(db, tmp_path, capsys):
+    blocker = tmp_path / "feeds"
+    blocker.write_text("a file where the feed folder should be")
+    subs = subs_file(tmp_path / "subs.yaml", free_port(), "http://127.0.0.1:9/hook", feed=blocker)
+    assert main(["alerts", "deliver", str(db), "--subscribers", str(subs), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(blocker) in err
+    assert outbox(db) == [] and blocker.read_text().startswith("a file")
+
+
 def self_signed(folder):
     """A certificate for 127.0.0.1 (openssl), its key and an SSL context serving it."""
     import shutil as sh

@@ -27,8 +27,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sandwatch.alerts.model import AlertRules, PixelAlerts
+from sandwatch.monitor.series import AlertConfig
 
-GAP_FRACTION = 0.5   #: a date observed on less than this share of the window is a gap (monitor's default)
+#: a date observed on less than this share of the window is a gap (the monitor's own default)
+GAP_FRACTION = AlertConfig().min_valid_fraction
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from typing import Any
 from sandwatch.alerts.layers import event_properties
 from sandwatch.alerts.model import EVENT_RANK
 from sandwatch.alerts.subscribers import Subscriber, Subscribers
-from sandwatch.io import atomic_output
+from sandwatch.io import atomic_output, ensure_writable_dir, make_dirs
 from sandwatch.vectors import write_feature_collection
 
 FEED_COLUMNS = ["site", "key", "region", "status", "date", "first_date", "last_date", "count", "area_ha",
@@ -115,7 +115,7 @@ def plan(history, subscribers: Subscribers, sites: list[str] | None = None
 
 def write_feed(folder: Path, name: str, rows: list[tuple[str, dict]]) -> list[Path]:
     """``FOLDER/NAME.geojson`` and ``FOLDER/NAME.csv`` of a subscriber's events, atomically."""
-    folder.mkdir(parents=True, exist_ok=True)
+    make_dirs(folder)
     feats, table = [], []
     for site, ev in rows:
         props = event_properties(ev, site)
@@ -151,10 +151,13 @@ def deliver(db: str | os.PathLike, subscribers: Subscribers, out_dir: str | os.P
             report.feeds = [Path(s.feed) / f"{_slug(s.name)}.{ext}" for s in subscribers.subscribers if s.feed
                             for ext in ("geojson", "csv")]
             return report
-        for sub in subscribers.subscribers:     # a missing secret stops the run before anything is recorded
-            for hook in sub.webhooks:
-                hook.key()
         png_dir = Path(out_dir) / "png"
+        for sub in subscribers.subscribers:     # a missing secret or an unwritable folder stops the run
+            for hook in sub.webhooks:           # before anything is recorded
+                hook.key()
+            if sub.feed is not None:
+                ensure_writable_dir(sub.feed, f"feed of subscriber {sub.name}")
+        ensure_writable_dir(png_dir)
         new = [m for m in msgs if (m["event_id"], m["subscriber"], m["channel"], m["target"]) not in done]
         for m in new:                           # recorded messages keep the PNG they were recorded with
             if m["attachment"] is None:
@@ -178,7 +181,7 @@ def _png(history, rec, event: dict, path: Path) -> None:
     from sandwatch.grid import Window
     from sandwatch.monitor.run import _site_grid
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     alert_png(path, event, history.observations(rec.id), _site_grid(rec), Window(*rec.window), rec.name)
 
 

@@ -31,6 +31,7 @@ from shapely.geometry import mapping
 
 from sandwatch.alerts.model import PixelAlerts, RegionEvent
 from sandwatch.grid import Grid
+from sandwatch.io import make_dirs
 from sandwatch.vectors import mask_polygons, to_wgs84, write_feature_collection
 
 #: Day 0 of the first-detection layer (OPERA DIST-ALERT's epoch).
@@ -60,8 +61,7 @@ def write_layers(folder: Path, state: PixelAlerts, grid: Grid, aoi: np.ndarray, 
     """The four COGs and the polygons of ``state`` (see the module doc); returns their paths."""
     from sandwatch.predict.writer import write_cog
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = make_dirs(folder)
     date = state.dates[-1].isoformat()
     paths: dict[str, Path] = {}
     with tempfile.TemporaryDirectory(prefix="sandwatch-alert-layers.") as tmpdir:

@@ -146,7 +146,9 @@ def monitor(ctx, checkpoint, site, rivers, aoi, scenes, out_dir, db, k, min_area
     from sandwatch.alerts.deliver import deliver
     from sandwatch.alerts.stage import update_alerts
 
-    history_db = db if db is not None else Path(out_dir) / "history.sqlite"
+    from sandwatch.monitor.run import DB_NAME
+
+    history_db = db if db is not None else Path(out_dir) / DB_NAME
     echo_update(update_alerts(history_db, site, Path(out_dir) / "alerts", rules, progress=not quiet))
     if subscribers is not None:
         echo_delivery(deliver(history_db, subscribers, Path(out_dir) / "alerts", sites=[site], dry_run=dry_run,

@@ -128,6 +128,17 @@ def add_review(history: History, site_id: int, key: str, reviewer: str, note: st
                              ["site_id", "key"]) is not None
 
 
+def latest_decisions(history) -> dict:
+    """The latest reviewer decision (a row of ``alert_decisions``) per region alert id of the
+    monitor, and per ``(site id, event key)`` of a pixel-alert region (``history``: a
+    :class:`History` or its engine)."""
+    engine = getattr(history, "engine", history)
+    q = select(alert_decisions).order_by(alert_decisions.c.decided_at, alert_decisions.c.id)
+    with engine.connect() as conn:
+        rows = conn.execute(q).mappings().all()
+    return {(r["alert_id"] if r["alert_id"] is not None else (r["site_id"], r["event_key"])): dict(r) for r in rows}
+
+
 def remove_review(history: History, site_id: int, key: str) -> bool:
     """Withdraw a rejection (a reviewer changed their mind); False when there was none."""
     with history._writer.begin() as conn:

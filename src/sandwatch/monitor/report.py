@@ -45,16 +45,10 @@ def open_alerts(alert_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def latest_reviews(engine) -> dict[int, dict[str, Any]]:
     """Latest decision per alert id from the history's ``alert_decisions`` (what reviewers
-    decided in ``sandwatch serve``); empty when no alert was reviewed."""
-    from sqlalchemy import inspect, select
+    decided in ``sandwatch serve``) of the monitor's region alerts; empty when none was reviewed."""
+    from sandwatch.monitor.history_alerts import latest_decisions
 
-    from sandwatch.monitor.history_alerts import alert_decisions as table
-
-    if not inspect(engine).has_table("alert_decisions"):
-        return {}
-    with engine.connect() as conn:
-        rows = conn.execute(select(table).order_by(table.c.decided_at, table.c.id)).mappings().all()
-    return {r["alert_id"]: dict(r) for r in rows if r["alert_id"] is not None}
+    return {k: row for k, row in latest_decisions(engine).items() if isinstance(k, int)}
 
 
 def site_report(db: str | os.PathLike) -> list[SiteSummary]:

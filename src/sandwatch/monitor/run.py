@@ -139,11 +139,12 @@ def read_observation_raster(path: Path, probability: bool = False):
 
 def read_probability(path: Path, window: Window) -> np.ndarray:
     """Mine probability (0..1, 0 on nodata) of a ``predict`` probability COG over ``window``
-    (its GDAL scale/offset give probability; float32 files hold it as it is)."""
+    (decoded by predict's own rule, :func:`~sandwatch.predict.writer.decode_probability`)."""
+    from sandwatch.predict.writer import decode_probability
+
     with rasterio.open(path) as src:
-        raw = src.read(1, window=window.to_rasterio(), masked=True)
-        p = raw.astype(np.float32) * float(src.scales[0]) + float(src.offsets[0])
-    return np.clip(np.ma.filled(p, 0.0), 0.0, 1.0).astype(np.float32)
+        p = decode_probability(src.read(1, window=window.to_rasterio()))
+    return np.nan_to_num(p, nan=0.0)
 
 
 def _site_grid(rec) -> Grid:

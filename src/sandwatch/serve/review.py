@@ -24,7 +24,7 @@ from sqlalchemy import select
 
 from sandwatch.errors import SandwatchError
 from sandwatch.monitor.history import alerts as alerts_table
-from sandwatch.monitor.history_alerts import add_review, alert_events, events, remove_review
+from sandwatch.monitor.history_alerts import add_review, alert_events, events, latest_decisions, remove_review
 from sandwatch.monitor.history_alerts import alert_decisions as reviews
 
 DECISIONS = ("accepted", "rejected", "needs field check")
@@ -95,21 +95,14 @@ class HistoryReviews:
         for h in self.histories:
             h.close()
 
-    def _latest(self, conn) -> dict:
-        """Latest decision per region alert id, and per (site id, key) of a pixel-alert region."""
-        out: dict = {}
-        for r in conn.execute(select(reviews).order_by(reviews.c.decided_at, reviews.c.id)).mappings():
-            where = r["alert_id"] if r["alert_id"] is not None else (r["site_id"], r["event_key"])
-            out[where] = Decision(r["decision"], r["comment"], r["reviewer"], r["decided_at"].isoformat())
-        return out
 
     def alerts(self) -> list[AlertItem]:
         import json
 
         items = []
         for i, h in enumerate(self.histories):
-            with h.engine.connect() as conn:
-                latest = self._latest(conn)
+            latest = {k: Decision(r["decision"], r["comment"], r["reviewer"], r["decided_at"].isoformat())
+                      for k, r in latest_decisions(h).items()}
             for site in h.sites():
                 for a in h.alerts(site.id):
                     items.append(AlertItem(
