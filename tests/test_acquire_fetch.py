@@ -239,6 +239,18 @@ def test_signing_hook_reaches_every_asset_request(servers, tmp_path):
     assert len(uris) > 13 and all(u.endswith("?token=s3cr3t") for u in uris)
     assert open_scene(res.path).date == d
 
+    # a later run (the token has expired, the hook gives a new one) signs the cached item afresh
+    def fresh(href: str) -> str:
+        return href + "?token=fresh"
+
+    res.path.unlink()
+    clear_http_cache()
+    servers.nginx.clear_log()
+    (again,) = fetch([area(AREA_A)], cands, tmp_path, FetchConfig(workers=2, retries=0, sign=fresh))
+    uris = [uri for _, uri, *_ in servers.nginx.log_lines()]
+    assert len(uris) > 13 and all(u.endswith("?token=fresh") for u in uris)
+    assert open_scene(again.path).date == d
+
 
 def test_an_item_without_scl_gives_a_file_without_scl(servers, real, tmp_path):
     (res,) = fetch([area(AREA_A)], candidates(servers, AREA_A, "2020-11-05"), tmp_path, FAST)

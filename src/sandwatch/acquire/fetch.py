@@ -78,14 +78,54 @@ def output_path(out_dir: str | os.PathLike, area_id: str, label: str) -> Path:
 _item_lock = threading.Lock()
 
 
+_signed: dict[tuple[str, Callable], Path] = {}   # items signed by this process, per signing hook
+
+
 def cached_item(url: str, cache: Path, sign: Callable[[str], str] | None, timeout_s: float) -> Path:
-    """The item's JSON saved in ``cache`` (asset hrefs signed), downloaded once."""
+    """The item's JSON saved in ``cache`` (downloaded once, hrefs unsigned); with ``sign``, a
+    copy under ``cache/signed`` signed afresh by each process, so a rerun never reuses
+    signatures that have expired since."""
     name = Path(urlparse(url).path).name or "item"
     name = name if name.endswith(".json") else f"{name}.json"
     path = cache / name
+    from sandwatch.io import atomic_output
+
     with _item_lock:
-        if path.exists():
-            return path
+        have = path.exists()
+    if not have:
+        try:
+            if urlparse(url).scheme in ("http", "https"):
+                with urllib.request.urlopen(url, timeout=timeout_s) as r:
+                    data = json.loads(r.read())
+            else:
+                data = json.loads(Path(url.removeprefix("file://")).read_text())
+        except (OSError, ValueError) as err:
+            raise SandwatchError.about(url, f"STAC item could not be read ({str(err).splitlines()[0][:160]})",
+                                       "check the catalogue is reachable, then run again") from None
+        base = url.rsplit("/", 1)[0] + "/"
+        for asset in (data.get("assets") or {}).values():
+            href = str(asset.get("href", ""))
+            if urlparse(href).scheme == "" and base.startswith(("http://", "https://")):
+                asset["href"] = base + href        # relative to a remote item: keep it reachable from the cache
+        with _item_lock:
+            if not path.exists():
+                with atomic_output(path, verify=False) as tmp:
+                    tmp.write_text(json.dumps(data))
+    if sign is None:
+        return path
+    with _item_lock:
+        if (url, sign) in _signed and _signed[(url, sign)].exists():
+            return _signed[(url, sign)]
+        data = json.loads(path.read_text())
+        for asset in (data.get("assets") or {}).values():
+            href = str(asset.get("href", ""))
+            if urlparse(href).scheme in ("http", "https"):
+                asset["href"] = sign(href)
+        signed = cache / "signed" / name
+        with atomic_output(signed, verify=False) as tmp:
+            tmp.write_text(json.dumps(data))
+        _signed[(url, sign)] = signed
+    return signed
     try:
         if urlparse(url).scheme in ("http", "https"):
             with urllib.request.urlopen(url, timeout=timeout_s) as r:
