@@ -72,6 +72,9 @@ def test_monthly_median_masks_clouds(servers, year, tmp_path):
     assert np.array_equal(got[:, :, half:], want[:, :, half:])       # one clear date: its values
     with rasterio.open(res.path) as ds:
         assert ds.tags()["SANDWATCH_DATES"] == "2020-04-19;2020-04-29" and "SCL" not in ds.descriptions
+    # a rerun keeps the file and reports the date a fresh run did (the manifest date must not change)
+    (kept,) = fetch_composites([AREA], april, tmp_path, FAST)
+    assert kept.status == "kept" and kept.date == res.date
 
 
 def test_median_of_clear_dates_only():

@@ -263,6 +263,8 @@ def mosaic(scenes, grid: Grid, bands: list[str], offset: float | None = None):
         if scl_out is not None and scl is not None:
             scl_out[new] = scl[new]
         filled |= new
+        if filled.all():          # first valid pixel wins: later items cannot change anything
+            break
     return out, scl_out, target
 
 
@@ -418,7 +420,7 @@ def run_jobs(jobs: list[tuple[str, str, Callable[[], Fetched]]], out_dir: Path, 
     for area_id, label, job in jobs:
         path = output_path(out_dir, area_id, label)
         if path.exists():
-            results.append(Fetched(area_id, _label_date(label), path, "kept", label=label))
+            results.append(Fetched(area_id, _kept_date(path, label), path, "kept", label=label))
         else:
             todo.append((f"area {area_id} {label}", job))
     errors: list[BaseException] = []
@@ -432,6 +434,19 @@ def run_jobs(jobs: list[tuple[str, str, Callable[[], Fetched]]], out_dir: Path, 
     if errors:
         raise errors[0]
     return results
+
+
+def _kept_date(path: Path, label: str) -> dt.date:
+    """The date a finished file was written with (its ``DATE`` tag: for a monthly composite the
+    median input date), so a resumed run records what a fresh one would."""
+    import rasterio
+
+    try:
+        with rasterio.open(path) as ds:
+            tag = ds.tags().get("DATE", "")
+        return dt.date.fromisoformat(tag[:10])
+    except (rasterio.errors.RasterioIOError, ValueError):
+        return _label_date(label)
 
 
 def _label_date(label: str) -> dt.date:
