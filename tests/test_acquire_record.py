@@ -77,6 +77,20 @@ def test_monthly_median_masks_clouds(servers, year, tmp_path):
     assert kept.status == "kept" and kept.date == res.date
 
 
+def test_a_failing_server_while_choosing_dates_is_one_line_naming_the_url(servers, year):
+    import pystac
+
+    from sandwatch.errors import SandwatchError
+
+    item = pystac.Item.from_file(year[0].item_urls[0]).clone()
+    key = next(k for k in item.assets if k.lower() in ("green", "b03"))
+    broken = f"{servers.nginx.url}/fail500/B03.tif"
+    item.assets[key].href = broken
+    with pytest.raises(SandwatchError) as err:
+        landscape(AREA, item, timeout_s=5)
+    assert str(err.value).startswith(broken) and "could not be read" in str(err.value) and "\n" not in str(err.value)
+
+
 def test_median_of_clear_dates_only():
     stacks = [np.full((1, 1, 3), v, np.uint16) for v in (100, 200, 900)]
     clear = [np.array([[True, True, False]]), np.array([[True, False, False]]), np.array([[True, True, False]])]

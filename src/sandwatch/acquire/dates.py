@@ -69,7 +69,7 @@ def landscape(area: Area, item, sign=None, timeout_s: float = 30.0) -> tuple[np.
     """(indices (2, h, w), clear (h, w)) of one item over the area on the coarse grid."""
     from rasterio.enums import Resampling
 
-    from sandwatch.acquire.search import item_offset
+    from sandwatch.acquire.search import _failed_read, item_offset
     from sandwatch.imagery.clouds import SCL_NOT_CLEAR
 
     hrefs = [band_href(item, b, sign) for b in INDEX_BANDS]
@@ -77,12 +77,22 @@ def landscape(area: Area, item, sign=None, timeout_s: float = 30.0) -> tuple[np.
         missing = [b for b, h in zip(INDEX_BANDS, hrefs) if h is None]
         raise SandwatchError.about(f"item {item.id}", f"lacks band(s) {','.join(missing)} for the landscape measure",
                                    "use --dates all or monthly with this collection")
-    dn = np.stack([read_over_area(h, area, COARSE_RES_M, Resampling.average, timeout_s, "float32") for h in hrefs])
-    clear = (dn > 0).all(axis=0)
     scl_href = band_href(item, "SCL", sign)
-    if scl_href is not None:
-        scl = read_over_area(scl_href, area, COARSE_RES_M, Resampling.nearest, timeout_s)
-        clear &= ~np.isin(scl, SCL_NOT_CLEAR)
+    href = hrefs[0]
+    try:          # GDAL/HTTP failures become one line naming the URL, as in the search
+        dn = []
+        for href in hrefs:
+            dn.append(read_over_area(href, area, COARSE_RES_M, Resampling.average, timeout_s, "float32"))
+        dn = np.stack(dn)
+        clear = (dn > 0).all(axis=0)
+        if scl_href is not None:
+            href = scl_href
+            scl = read_over_area(scl_href, area, COARSE_RES_M, Resampling.nearest, timeout_s)
+            clear &= ~np.isin(scl, SCL_NOT_CLEAR)
+    except SandwatchError:
+        raise
+    except Exception as err:  # noqa: BLE001
+        raise _failed_read(href, err) from None
     idx = indices(dn, item_offset(item))
     clear &= np.isfinite(idx).all(axis=0)
     return idx, clear
@@ -153,7 +163,12 @@ def choose_dates(areas: list[Area], cands: list[Candidate], choice: DateChoice, 
         mine = by_area.get(area.id, [])
 
         def measure(c: Candidate, area=area):
-            return landscape(area, load(c.item_urls[0]), sign, timeout_s)
+            try:
+                item = load(c.item_urls[0])
+            except Exception as err:  # noqa: BLE001 - pystac raises many types for a bad or unreachable item
+                raise SandwatchError.about(c.item_urls[0], f"STAC item could not be read ({str(err).splitlines()[0][:160]})",
+                                           "check the catalogue is reachable, then run again") from None
+            return landscape(area, item, sign, timeout_s)
 
         if isinstance(choice.dates, int) and choice.dates > 1:      # the coarse reads, in parallel
             ok = [c for c in mine if c.clear_fraction >= choice.min_clear]
