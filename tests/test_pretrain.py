@@ -248,3 +248,15 @@ def test_configs_in_the_repository_are_valid():
     assert (cpu.model.arch, cpu.window, cpu.batch_size) == ("ssl4eo-resnet18", 64, 32)
     assert (gpu.model.arch, gpu.window, gpu.batch_size, gpu.moco.queue) == ("ssl4eo-resnet50", 224, 256, 65536)
     assert np.isclose(gpu.lr, 0.03)
+
+
+def test_a_scene_folder_takes_dates_by_the_imagery_rule(tmp_path):
+    from sandwatch.pretrain.data import folder_observations
+
+    for name in ("a/2021-01-15.tif", "b/S2A_MSIL2A_20230216T102101.tif", "c/2023-02-30.tif"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    dates = {o.site: o.date.isoformat() for o in folder_observations(tmp_path)}
+    # an impossible date is no date (no traceback); compact dates are read too
+    assert dates == {"a/2021-01-15": "2021-01-15", "b/S2A_MSIL2A_20230216T102101": "2023-02-16",
+                     "c/2023-02-30": "1970-01-01"}

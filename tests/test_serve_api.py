@@ -357,6 +357,10 @@ def test_labelbox_export_then_import_round_trip(client):
     assert len(c.get("/api/labels", params=q).json()["features"]) == len(labels["features"]) + len(lines)
     bad = c.post("/api/labelbox", params=q, content=b"{not json\n", headers={"X-Sandwatch-Token": token_of(app)})
     assert bad.status_code == 400 and "line 1 is not JSON" in bad.json()["error"]
+    for malformed in (b'{"polygon": [1, 2], "dataRow": {"globalKey": "x"}}\n',
+                      b'{"data_row": {"id": "x"}, "projects": {"p": {"labels": [7]}}}\n'):
+        bad = c.post("/api/labelbox", params=q, content=malformed, headers={"X-Sandwatch-Token": token_of(app)})
+        assert bad.status_code == 400 and "Labelbox" in bad.json()["error"], bad.text
 
 
 def test_labelbox_export_format_rows_are_read():

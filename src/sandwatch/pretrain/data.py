@@ -17,7 +17,6 @@ with several dates on the same grid, the second view is the same place on anothe
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from torch.utils.data import Dataset
 from sandwatch.bands import Normalization
 from sandwatch.errors import SandwatchError
 from sandwatch.grid import Window
+from sandwatch.imagery.sources import date_from_text
 from sandwatch.train.data import dihedral
 from sandwatch.train.sampler import SceneWindows
 
@@ -37,7 +37,8 @@ SCENE_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2")
 
 def folder_observations(folder: str | Path) -> list:
     """One observation per scene file in ``folder`` (recursively): site = the file's stem,
-    date = a YYYY-MM-DD in its name (else 1970-01-01); no rivers: the AOI comes from the water index."""
+    date = the acquisition date in its name (:func:`~sandwatch.imagery.sources.date_from_text`: 2021-01-15,
+    T33UUU_20170216T102101, ...; else 1970-01-01); no rivers: the AOI comes from the water index."""
     from sandwatch.dataset.manifest import Observation
 
     folder = Path(folder)
@@ -49,8 +50,7 @@ def folder_observations(folder: str | Path) -> list:
                                    "point scenes: at the folder of your Sentinel-2 GeoTIFFs")
     out = []
     for i, path in enumerate(files):
-        found = re.search(r"(\d{4}-\d{2}-\d{2})", path.name)
-        date = dt.date.fromisoformat(found.group(1)) if found else dt.date(1970, 1, 1)
+        date = date_from_text(path.name) or dt.date(1970, 1, 1)
         out.append(Observation(id=f"{i:03d}-{path.stem}", site=str(path.relative_to(folder).with_suffix("")),
                                date=date, scene=str(path)))
     return out

@@ -24,7 +24,6 @@ import warnings
 from functools import partial
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from sandwatch.pretrain.module import PretrainTask

@@ -90,7 +90,11 @@ def from_ndjson(text: str, scene_name: str, source: str = "Labelbox file") -> tu
         except json.JSONDecodeError as err:
             raise SandwatchError(f"{source}: line {n} is not JSON ({err.msg}); upload the NDJSON Labelbox "
                                  "exported, one JSON object a line") from None
-    pairs = [(k, o) for r in rows if isinstance(r, dict) for k, o in _objects(r)]
+    try:
+        pairs = [(k, o) for r in rows if isinstance(r, dict) for k, o in _objects(r)]
+    except (AttributeError, TypeError) as err:      # a project, label or object that is not an object
+        raise SandwatchError(f"{source}: not the layout of a Labelbox export ({err}); upload the NDJSON "
+                             "Labelbox exported") from None
     keys = {k for k, _ in pairs}
     stem = scene_name.rsplit(".", 1)[0]
     features, skipped = [], 0
@@ -98,13 +102,17 @@ def from_ndjson(text: str, scene_name: str, source: str = "Labelbox file") -> tu
         if len(keys) > 1 and key not in (scene_name, stem):
             skipped += 1
             continue
-        geom = _geometry(obj)
-        if geom is None:
-            skipped += 1
-            continue
-        cls = obj.get("classifications")
-        feat = {"type": "Feature", "geometry": geom,
-                "properties": {"confidence_class": _confidence(cls), "note": _note(cls)}}
+        try:
+            geom = _geometry(obj) if isinstance(obj, dict) else None
+            if geom is None:
+                skipped += 1
+                continue
+            cls = obj.get("classifications")
+            feat = {"type": "Feature", "geometry": geom,
+                    "properties": {"confidence_class": _confidence(cls), "note": _note(cls)}}
+        except (AttributeError, TypeError, ValueError) as err:
+            raise SandwatchError(f"{source}: object {i} is not a Labelbox polygon with its classifications ({err}); "
+                                 "upload the NDJSON Labelbox exported") from None
         features.append(check_feature(feat, i, source))
     return {"type": "FeatureCollection", "features": features}, skipped
 
