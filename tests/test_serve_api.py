@@ -472,3 +472,22 @@ def test_pixel_alerts_are_listed_with_confidence_and_a_map_rejection_reaches_the
         assert rows == [(None, next(iter(keys)), "rejected"), (None, next(iter(keys)), "accepted")]
     finally:
         h.close()
+
+
+def test_a_rewritten_scene_is_stretched_again(tmp_path):
+    import os
+
+    from sandwatch.grid import Grid
+    from sandwatch.serve.tiles import TileRenderer
+    from sandwatch.synthetic import make_scene
+
+    grid = Grid.from_bounds("EPSG:32644", 400000, 2200000, 400640, 2200640, 10)
+    path = tmp_path / "scene.tif"
+    make_scene(path, grid, seed=1)
+    tiles = TileRenderer(project=None)
+    first = tiles.stretch_of(path)
+    assert tiles.stretch_of(path) is first                      # measured once per version
+    make_scene(path, grid, seed=2)
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a later version of the file
+    assert tiles.stretch_of(path) is not first

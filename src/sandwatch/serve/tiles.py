@@ -180,9 +180,12 @@ class TileRenderer:
         return _palette_png(mask_index(*got), MASK_LUT)
 
     def stretch_of(self, path: Path):
-        """(band sources, Stretch) of a scene, measured once."""
+        """(band sources, Stretch) of a scene, measured once per version of the file (a rewritten
+        scene is measured again, as its tiles are rendered again)."""
+        st = Path(path).stat()
+        key = (str(path), st.st_mtime_ns, st.st_size)
         with self._lock:
-            hit = self._stretch.get(path)
+            hit = self._stretch.get(key)
         if hit is None:
             from sandwatch.imagery import open_scene
             from sandwatch.serve.quicklook import rgb_sources, scene_stretch
@@ -193,7 +196,7 @@ class TileRenderer:
             finally:
                 scene.close()
             with self._lock:
-                self._stretch[path] = hit
+                self._stretch[key] = hit
         return hit
 
     def _scene(self, path: Path, z: int, x: int, y: int) -> bytes:
