@@ -52,7 +52,7 @@ def median_of(stacks: list[np.ndarray], clear: list[np.ndarray]) -> tuple[np.nda
 
 
 def composite_month(area: Area, cands: list[Candidate], out_dir: Path, cfg: FetchConfig) -> Fetched:
-    from sandwatch.imagery.clouds import SCL_NOT_CLEAR
+    from sandwatch.imagery.clouds import scl_not_clear
 
     label = month_label(cands[0].date)
     path = output_path(out_dir, area.id, label)
@@ -70,7 +70,7 @@ def composite_month(area: Area, cands: list[Candidate], out_dir: Path, cfg: Fetc
             dn, scl, _ = mosaic(group, grid, bands, offset=target)
             ok = (dn > 0).all(axis=0)
             if scl is not None:
-                ok &= ~np.isin(scl, SCL_NOT_CLEAR)
+                ok &= ~scl_not_clear(scl)
             stacks.append(dn)
             clear.append(ok)
         med, count = median_of(stacks, clear)

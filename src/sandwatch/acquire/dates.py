@@ -70,7 +70,7 @@ def landscape(area: Area, item, sign=None, timeout_s: float = 30.0) -> tuple[np.
     from rasterio.enums import Resampling
 
     from sandwatch.acquire.search import _failed_read, item_offset
-    from sandwatch.imagery.clouds import SCL_NOT_CLEAR
+    from sandwatch.imagery.clouds import scl_not_clear
 
     hrefs = [band_href(item, b, sign) for b in INDEX_BANDS]
     if None in hrefs:
@@ -88,7 +88,7 @@ def landscape(area: Area, item, sign=None, timeout_s: float = 30.0) -> tuple[np.
         if scl_href is not None:
             href = scl_href
             scl = read_over_area(scl_href, area, COARSE_RES_M, Resampling.nearest, timeout_s)
-            clear &= ~np.isin(scl, SCL_NOT_CLEAR)
+            clear &= ~scl_not_clear(scl)
     except SandwatchError:
         raise
     except Exception as err:  # noqa: BLE001

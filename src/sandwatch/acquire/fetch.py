@@ -295,9 +295,9 @@ def write_scene_cog(path: Path, grid: Grid, bands: list[str], dn: np.ndarray, sc
 
 
 def _clear(scl: np.ndarray | None) -> float | None:
-    from sandwatch.imagery.clouds import SCL_NOT_CLEAR
+    from sandwatch.imagery.clouds import scl_not_clear
 
-    return None if scl is None else float((~np.isin(scl, SCL_NOT_CLEAR)).mean())
+    return None if scl is None else float((~scl_not_clear(scl)).mean())
 
 
 def file_tags(area: Area, label: str, scenes, cands: list[Candidate], offset: float, scl) -> dict:

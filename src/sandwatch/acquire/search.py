@@ -190,13 +190,13 @@ def _item_clear(item, area: Area, cfg: SearchConfig) -> tuple[np.ndarray, np.nda
     """(clear bool, covered bool, source) of one item over the area, on a coarse grid."""
     from rasterio.enums import Resampling
 
-    from sandwatch.imagery.clouds import L1C_CLOUD_BANDS, SCL_NOT_CLEAR, l1c_cloud
+    from sandwatch.imagery.clouds import L1C_CLOUD_BANDS, l1c_cloud, scl_not_clear
 
     href = band_href(item, "SCL", cfg.sign)
     try:
         if href is not None:
             scl = read_over_area(href, area, None, Resampling.nearest, cfg.timeout_s)
-            return ~np.isin(scl, SCL_NOT_CLEAR), scl != 0, "scl"
+            return ~scl_not_clear(scl), scl != 0, "scl"
         hrefs = [band_href(item, b, cfg.sign) for b in L1C_CLOUD_BANDS]
         if None in hrefs:
             raise SandwatchError.about(f"{cfg.stac_url} item {item.id}", "has neither an SCL asset nor B02/B03/B04",
