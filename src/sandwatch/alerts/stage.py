@@ -77,7 +77,10 @@ def update_alerts(db: str | os.PathLike, site: str, out_dir: str | os.PathLike, 
         result = AlertsResult(site=site, state=state)
         if not state.dates:
             return result
-        result.added_events = record_events(history, rec.id, [event_row(e, wgrid) for e in events])
+        stored = {(r["key"], r["status"]) for r in read_events(history, rec.id)}
+        # only events not recorded by an earlier run are outlined (the replay raises them all again)
+        new = [event_row(e, wgrid) for e in events if (e.key, e.status) not in stored]
+        result.added_events = record_events(history, rec.id, new)
         result.events = read_events(history, rec.id)
         if layers:
             result.paths = write_layers(Path(out_dir), state, wgrid, aoi, site)
