@@ -148,11 +148,22 @@ class Scores:
 
 
 def score(series: SiteSeries, events, rules: AlertRules = AlertRules()) -> dict[str, Scores]:
-    """Per-event precision, recall and delays of one site's events (see the module doc), for
-    ``provisional`` (any region raised) and ``confirmed`` alerts."""
+    """Per-event precision, recall and delays of one simulated site's events (see the module doc)."""
     valid = [k for k, obs in enumerate(series.observed) if obs.mean() >= GAP_FRACTION]
-    ever = np.zeros(series.mine[0].shape, bool)
-    for masks in series.clusters.values():
+    return score_events(series.clusters, valid, events, rules)
+
+
+def score_events(clusters: dict[int, list[np.ndarray | None]], valid: list[int], events,
+                 rules: AlertRules = AlertRules()) -> dict[str, Scores]:
+    """Per-event precision, recall and delays (see the module doc), for ``provisional`` (any
+    region raised) and ``confirmed`` alerts. ``clusters``: each mining cluster's active mask per
+    date (None: not active); ``valid``: the date indices the alert model used (gaps left out);
+    ``events``: ``[(valid index, RegionEvent)]`` on the clusters' grid."""
+    shape = next((m.shape for masks in clusters.values() for m in masks if m is not None), None)
+    if shape is None and events:
+        shape = events[0][1].mask.shape
+    ever = np.zeros(shape or (1, 1), bool)
+    for masks in clusters.values():
         for m in masks:
             if m is not None:
                 ever |= m
@@ -164,7 +175,7 @@ def score(series: SiteSeries, events, rules: AlertRules = AlertRules()) -> dict[
                 continue
             first[e.key] = (vi, e.mask)
         s = Scores(regions=len(first), true_regions=sum(bool((m & ever).any()) for _, m in first.values()))
-        for masks in series.clusters.values():
+        for masks in clusters.values():
             active_valid = [i for i, k in enumerate(valid) if masks[k] is not None]
             if not active_valid or len(valid) - active_valid[0] < rules.confirm_k + 1:
                 continue
@@ -197,5 +208,68 @@ def measure(sites: int = 6, size: int = 128, dates: int = 10, seeds=(0,), detect
         series = simulate_site(spec, detector, seed)
         _, events = run_alerts(series, rules)
         for stage, s in score(series, events, rules).items():
+            total[stage] = total[stage].add(s)
+    return total
+
+
+def measure_model(checkpoint, work_dir, sites: int = 6, size: int = 512, dates: int = 10, seeds=(1,),
+                  clouds: Detector = Detector(), rules: AlertRules = AlertRules(),
+                  progress: bool = False) -> dict[str, Scores]:
+    """Pooled scores of the *whole* pipeline: demo sites written as scenes (clouds over part of
+    each date and, now and then, a nearly all-cloud gap date, drawn as ``clouds``' cloud
+    fields), each site monitored date by date by the model of ``checkpoint`` exactly as
+    ``sandwatch monitor`` does (AOI from the rivers, cloud test, gap dates), then the alert
+    state replayed from the history as ``sandwatch alerts update`` does, and its events scored
+    against the sites' truth on the monitored window. Use seeds the checkpoint was not trained
+    on (the demo trains on seed 0)."""
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
+    from sandwatch.alerts.stage import site_state
+    from sandwatch.monitor.history import History
+    from sandwatch.monitor.run import monitor_site
+    from sandwatch.synthetic import SiteLandscape, plan_sites
+    from sandwatch.synthetic.demo import DemoConfig, write_demo_data
+
+    work_dir = Path(work_dir)
+    day0 = dt.date(2021, 1, 5)
+    ds = [day0 + dt.timedelta(days=15 * i) for i in range(dates)]
+    total = {"provisional": Scores(), "confirmed": Scores()}
+    jobs = []
+    for seed in seeds:
+        specs = plan_sites(sites, size, seed, ds)
+        cover = {}
+        for spec in specs:
+            rng = np.random.default_rng(np.random.SeedSequence([seed, *spec.seed, 98]))
+            cover[spec.name] = {d: 0.95 if rng.random() < clouds.gap_rate else float(rng.uniform(*clouds.cloud_cover))
+                                for d in ds}
+        data = work_dir / f"seed{seed}"
+        if not (data / "manifest.yaml").is_file():
+            write_demo_data(data, config=DemoConfig(sites=sites, size=size, seed=seed, s1=False), dates=ds,
+                            clouds=cover)
+        jobs += [(seed, spec, data / spec.name) for spec in specs]
+    for seed, spec, site_dir in tqdm(jobs, desc="alert accuracy (model)", unit="site", disable=not progress):
+        mon = work_dir / "monitor" / f"seed{seed}"
+        db = mon / "history.sqlite"
+        monitor_site(checkpoint, spec.name, site_dir / "rivers.geojson",
+                     [site_dir / f"{d.isoformat()}.tif" for d in ds], mon, db=db, progress=False)
+        history = History(db, must_exist=True)
+        try:
+            rec, _, _, _, events = site_state(history, spec.name, rules)
+            obs = history.observations(rec.id)
+        finally:
+            history.close()
+        used = [ds.index(o["date"]) for o in obs if not (o["gap"] and rules.skip_gap_dates)]
+        vi = {ds[k]: i for i, k in enumerate(used)}
+        r0, c0, h, w = rec.window
+        land = SiteLandscape(spec)
+        clusters: dict[int, list[np.ndarray | None]] = {}
+        for k in range(len(ds)):
+            for cl in land.scene(k).clusters:
+                clusters.setdefault(cl.index, [None] * len(ds))
+                if cl.active:
+                    clusters[cl.index][k] = cl.mask[r0:r0 + h, c0:c0 + w]
+        for stage, s in score_events(clusters, used, [(vi[e.date], e) for e in events], rules).items():
             total[stage] = total[stage].add(s)
     return total
