@@ -125,3 +125,11 @@ def test_observation_raster_keeps_the_probability_and_old_rasters_still_read(tmp
         assert src.count == 2 and src.read(2)[3, 0] == 255 and src.transform == grid.transform
     old = write_observation_raster(tmp_path / "old.tif", mine, observed, grid, D[0])   # one band, as before
     assert (read_observation_raster(old, probability=True)[2] == mine).all()
+
+
+def test_a_confirmation_probability_out_of_range_is_one_line(grown, tmp_path, capsys):
+    db = grown["out"] / "history.sqlite"
+    assert main(["alerts", "update", str(db), "--site", "grow", "-o", str(tmp_path / "l"), "--confirm-prob", "1.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "confirm_prob must lie in [0, 1), got 1.5" in err[0] and "--confirm-prob" in err[0]
+    assert not (tmp_path / "l").exists()

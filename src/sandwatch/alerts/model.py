@@ -10,8 +10,9 @@ defaults in brackets):
   Each later *clear* observation of it either agrees (detected again: count + 1, last
   detection date, probability added) or not (a miss). When ``confirm_k`` [2] clear
   observations in a row agree with the one before them (``confirm_k + 1`` detections with no
-  miss between them: clouds in between do not count) the pixel is **confirmed** (final,
-  unless a reviewer rejects it); after ``expire_n`` [3] misses in a row a provisional pixel
+  miss between them: clouds in between do not count) the pixel has **agreed**; an agreed pixel
+  is **confirmed** (final, unless a reviewer rejects it) once its region is confirmed (below),
+  until then it stays provisional. After ``expire_n`` [3] misses in a row a provisional pixel
   **expires**. A miss only restarts the run of agreeing observations. Pixels not observed
   (clouds, shadows, nodata, outside the AOI) change nothing: they neither confirm nor expire.
 * **Confidence** of a pixel (0..1): mean probability over its detections x agreement (its
@@ -23,7 +24,8 @@ defaults in brackets):
   ``min_area_m2`` [2000 m2 = 0.2 ha = 20 px of 10 m]; smaller groups wait until they grow. A
   group touching an earlier region's pixels joins that region (the one owning most of them).
 * **Events** (each raised once per region): ``provisional`` when a region appears,
-  ``confirmed`` when its confirmed pixels first cover the minimum mapping unit (a region that
+  ``confirmed`` when its agreed live pixels first cover the minimum mapping unit *and* the mean
+  probability of its live pixels' detections reaches ``confirm_prob`` [0.85] (a region that
   appears already confirmed raises only that), ``expired`` when a region that was never
   confirmed has no live pixel left. A region whose key a reviewer rejected
   (``rejected`` keys) has its pixels set to **rejected** when it appears and raises nothing;
@@ -53,9 +55,13 @@ _FOUR = ndimage.generate_binary_structure(2, 1 if CONNECTIVITY == 4 else 2)   # 
 class AlertRules:
     """The alert rules; defaults are the published ones (see the module docstring)."""
 
-    confirm_k: int = 2              #: later clear observations that must agree to confirm a pixel
+    confirm_k: int = 2              #: later clear observations that must agree (a pixel's agreement)
     expire_n: int = 3               #: misses in a row that end a provisional pixel
     min_area_m2: float = 2000.0     #: minimum mapping unit of an alert region (0.2 ha = 20 px of 10 m)
+    #: mean probability of a region's detections needed to confirm it: the time rule alone cannot
+    #: tell mining from a look-alike the model flags on every date (a sand bar at p ~ 0.7); chosen
+    #: on development series, checked on others (benchmarks/alerts.py); 0 confirms by time alone
+    confirm_prob: float = 0.85
     skip_gap_dates: bool = True     #: dates the monitor marked as gaps (< min-valid observed) are not used
 
     def __post_init__(self):
@@ -63,6 +69,8 @@ class AlertRules:
             raise ValueError(f"confirm_k must lie in [1, 1000], got {self.confirm_k}")
         if not 1 <= self.expire_n <= 1000:
             raise ValueError(f"expire_n must lie in [1, 1000], got {self.expire_n}")
+        if not 0.0 <= self.confirm_prob < 1.0:
+            raise ValueError(f"confirm_prob must lie in [0, 1), got {self.confirm_prob}")
         if not self.min_area_m2 >= 0:
             raise ValueError(f"min_area_m2 must be >= 0, got {self.min_area_m2}")
 
@@ -110,6 +118,7 @@ class PixelAlerts:
         self.misses = np.zeros(shape, np.uint16)   # clear non-detections in a row since the last detection
         self.streak = np.zeros(shape, np.uint16)   # detections in a row (clear observations only)
         self.psum = np.zeros(shape, np.float32)    # probability summed over the detections
+        self.agreed = np.zeros(shape, bool)        # confirm_k clear observations in a row agreed (since the first)
         self.owner = np.zeros(shape, np.int32)     # alert region of the pixel (0: none)
         self.regions: dict[int, Region] = {}
         self.dates: list[dt.date] = []
@@ -143,7 +152,7 @@ class PixelAlerts:
         det = mine & observed
         miss = ~mine & observed
         start = det & ((self.status == NONE) | (self.status == EXPIRED))
-        for arr in (self.count, self.clear, self.misses, self.streak, self.psum, self.owner):
+        for arr in (self.count, self.clear, self.misses, self.streak, self.psum, self.owner, self.agreed):
             arr[start] = 0
         self.status[start] = PROVISIONAL
         self.first[start] = d
@@ -160,7 +169,7 @@ class PixelAlerts:
         seen = (hit | missed)
         self.clear[seen] = np.minimum(self.clear[seen], 65534) + 1
         prov = self.status == PROVISIONAL
-        self.status[prov & (self.streak >= self.rules.confirm_k + 1)] = CONFIRMED
+        self.agreed |= prov & (self.streak >= self.rules.confirm_k + 1)
         self.status[prov & (self.misses >= self.rules.expire_n)] = EXPIRED
         return self._regions(date)
 
@@ -196,25 +205,46 @@ class PixelAlerts:
             else:
                 new_ids.append(rid)
 
-        events: list[RegionEvent] = []
+        # per-region sums in one pass over the window (not one pass per region)
         live = self.live()
+        own = self.owner.ravel()
+        n = len(self.regions) + 1
+        n_live = np.bincount(own, weights=live.ravel(), minlength=n)
+        n_agreed = np.bincount(own, weights=(live & self.agreed).ravel(), minlength=n)
+        detections = np.bincount(own, weights=np.where(live, self.count, 0).ravel(), minlength=n)
+        psum = np.bincount(own, weights=np.where(live, self.psum, 0).ravel(), minlength=n)
+        mean_prob = psum / np.maximum(detections, 1)
+        events: list[RegionEvent] = []
+        confirmed = np.zeros(n, bool)
         for rid, reg in self.regions.items():
-            if reg.status in ("confirmed", "expired", "rejected"):
+            if reg.status in ("expired", "rejected"):
                 continue
-            mine_px = self.owner == rid
-            n_live = int((mine_px & live).sum())
-            n_conf = int((mine_px & (self.status == CONFIRMED)).sum())
+            if reg.status == "confirmed":
+                confirmed[rid] = True
+                continue
             status = None
-            if n_conf >= self.min_px:
+            if n_agreed[rid] >= self.min_px and mean_prob[rid] >= self.rules.confirm_prob:
                 status = "confirmed"
+                confirmed[rid] = True
             elif rid in new_ids:
                 status = "provisional"
-            elif n_live == 0:
+            elif n_live[rid] == 0:
                 status = "expired"
             if status is not None:
                 reg.status = status
-                events.append(self._event(rid, status, date, mine_px & live if n_live else mine_px))
-        return events
+                events.append((rid, status))
+        # agreeing pixels of confirmed regions are confirmed (final); the others stay provisional
+        self.status[live & self.agreed & confirmed[self.owner]] = CONFIRMED
+        live = self.live()
+        out = []
+        for rid, status in events:
+            mine_px = self.owner == rid
+            out.append(self._event(rid, status, date, mine_px & live if n_live[rid] else mine_px))
+        return out
+
+    def _mean_prob(self, mask: np.ndarray) -> float:
+        """Mean probability over all detections of the pixels of ``mask``."""
+        return float(self.psum[mask].sum() / max(float(self.count[mask].sum()), 1.0))
 
     def _joins_rejected(self, labels: np.ndarray, lab: int, sl: tuple[slice, slice]) -> bool:
         """A new group touching (or on) a rejected region's pixels is part of that region:
@@ -239,7 +269,7 @@ class PixelAlerts:
             last_date=dt.date.fromordinal(int(self.last[mask].max())), count=int(n.max()),
             area_m2=float(mask.sum()) * self.pixel_area_m2,
             confirmed_m2=float((mask & (self.status == CONFIRMED)).sum()) * self.pixel_area_m2,
-            mean_prob=float(self.psum[mask].sum() / max(n.sum(), 1.0)), confidence=float(conf_px.mean()),
+            mean_prob=self._mean_prob(mask), confidence=float(conf_px.mean()),
             mask=mask.copy())
 
     def region_status(self) -> dict[int, str]:

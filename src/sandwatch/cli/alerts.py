@@ -13,9 +13,13 @@ HELP = """Alerts authorities can act on, from a monitoring history (after `sandw
 \b
 Per pixel of a site, over its dates: a detection starts a PROVISIONAL alert; when the next
 --confirm-k clear observations agree (detected again, no miss between; clouds and nodata
-do not count) it is CONFIRMED; --expire-after misses in a row EXPIRE a provisional one; a
-reviewer can REJECT a region (`sandwatch alerts reject`). Alert regions (pixels sharing an
-edge) of at least --mmu-ha raise each event (provisional, confirmed, expired) once.
+do not count) the pixel has AGREED; --expire-after misses in a row EXPIRE a provisional one;
+a reviewer can REJECT a region (`sandwatch alerts reject`). Alert regions (pixels sharing an
+edge) of at least --mmu-ha raise each event (provisional, confirmed, expired) once. A region
+is CONFIRMED (and its agreed pixels with it) when its agreed pixels reach --mmu-ha and the
+mean probability of its detections reaches --confirm-prob: a look-alike the model flags on
+every date at a middling probability stays provisional. The right --confirm-prob depends on
+how your model spreads its probabilities (benchmarks/alerts.py --checkpoint measures it).
 `sandwatch monitor` runs `update` for its site after every run (layers in OUT_DIR/alerts/).
 \b
 Sub-commands:
@@ -33,7 +37,11 @@ Examples:
 
 
 def rule_options(f):
-    """--confirm-k, --expire-after, --mmu-ha (shared with `sandwatch monitor`)."""
+    """--confirm-k, --confirm-prob, --expire-after, --mmu-ha (shared with `sandwatch monitor`)."""
+    from sandwatch.alerts.model import AlertRules
+
+    f = click.option("--confirm-prob", type=float, default=AlertRules.confirm_prob, show_default=True,
+                     help="Mean probability of a region's detections needed to confirm it (0: time alone).")(f)
     f = click.option("--mmu-ha", type=float, default=0.2, show_default=True,
                      help="Minimum mapping unit of an alert region, hectares (0.2 ha = 20 px of 10 m).")(f)
     f = click.option("--expire-after", type=int, default=3, show_default=True,
@@ -43,15 +51,16 @@ def rule_options(f):
     return f
 
 
-def make_rules(confirm_k: int, expire_after: int, mmu_ha: float):
+def make_rules(confirm_k: int, expire_after: int, mmu_ha: float, confirm_prob: float):
     from sandwatch.alerts.model import AlertRules
     from sandwatch.errors import SandwatchError
 
     try:
-        return AlertRules(confirm_k=confirm_k, expire_n=expire_after, min_area_m2=mmu_ha * 1e4)
+        return AlertRules(confirm_k=confirm_k, expire_n=expire_after, min_area_m2=mmu_ha * 1e4,
+                          confirm_prob=confirm_prob)
     except ValueError as err:
         raise SandwatchError.about("sandwatch alerts", str(err),
-                                   "check --confirm-k, --expire-after and --mmu-ha") from None
+                                   "check --confirm-k, --confirm-prob, --expire-after and --mmu-ha") from None
 
 
 def echo_update(res) -> None:
@@ -97,7 +106,7 @@ def alerts():
               help="Folder of the layers.")
 @rule_options
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def update(db, site, out_dir, confirm_k, expire_after, mmu_ha, quiet):
+def update(db, site, out_dir, confirm_k, confirm_prob, expire_after, mmu_ha, quiet):
     """Replay a site's history; record its new alert events; write its layers to OUT_DIR.
 
     \b
@@ -112,7 +121,7 @@ def update(db, site, out_dir, confirm_k, expire_after, mmu_ha, quiet):
     from sandwatch.alerts.stage import update_alerts
     from sandwatch.io import ensure_writable_dir
 
-    rules = make_rules(confirm_k, expire_after, mmu_ha)
+    rules = make_rules(confirm_k, expire_after, mmu_ha, confirm_prob)
     ensure_writable_dir(out_dir)
     echo_update(update_alerts(db, site, out_dir, rules, progress=not quiet))
 

@@ -95,7 +95,7 @@ class _MonitorGroup(click.Group):
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def monitor(ctx, checkpoint, site, rivers, aoi, scenes, out_dir, db, k, min_area_ha, min_valid, threshold, aoi_buffer,
-            cloud_test, edge, device, tta, confirm_k, expire_after, mmu_ha, subs, dry_run, quiet):
+            cloud_test, edge, device, tta, confirm_k, confirm_prob, expire_after, mmu_ha, subs, dry_run, quiet):
     if ctx.invoked_subcommand is not None:
         return
     missing = [name for name, v in (("--checkpoint", checkpoint), ("--site", site), ("--rivers or --aoi", rivers or aoi),
@@ -121,7 +121,7 @@ def monitor(ctx, checkpoint, site, rivers, aoi, scenes, out_dir, db, k, min_area
     config = MonitorConfig(alerts=alerts, cloud_test=cloud_test,
                            predict=PredictConfig(threshold=threshold, aoi_buffer_m=aoi_buffer, edge=edge, tta=tta,
                                                  progress=False))
-    rules = make_rules(confirm_k, expire_after, mmu_ha)
+    rules = make_rules(confirm_k, expire_after, mmu_ha, confirm_prob)
     if dry_run and subs is None:
         raise SandwatchError.about("--dry-run", "needs --subscribers", "pass the subscribers file to check")
     subscribers = load_subs(subs)        # a bad subscribers file stops here, before any output
