@@ -18,12 +18,15 @@ The stage reads the monitor's history (its observation rasters) and adds to it:
   get e-mails (with the PNG of :mod:`~sandwatch.alerts.figure`) and signed webhooks
   (:mod:`~sandwatch.alerts.send`) through the outbox of the history database, and feed files;
 * :mod:`~sandwatch.alerts.accuracy`: precision, recall and delay on synthetic series
-  (``benchmarks/alerts.py``).
+  (``benchmarks/alerts.py``);
+* :mod:`~sandwatch.alerts.calibrate`: the confirmation gate for your model from reviewers'
+  accepted / rejected alerts (``sandwatch alerts calibrate``).
 
 The tables (``alert_events``, ``alert_reviews``, ``outbox``) are in
 :mod:`sandwatch.monitor.history_alerts`, beside the monitor's own.
 """
 
+from sandwatch.alerts.calibrate import Calibration, calibrate
 from sandwatch.alerts.deliver import DeliveryReport, deliver
 from sandwatch.alerts.layers import DATE_EPOCH, LAYERS, write_layers
 from sandwatch.alerts.model import STATUS_NAMES, AlertRules, PixelAlerts, RegionEvent
@@ -31,6 +34,7 @@ from sandwatch.alerts.stage import AlertsResult, update_alerts
 from sandwatch.alerts.subscribers import Subscribers, load_subscribers
 
 __all__ = [
-    "AlertRules", "AlertsResult", "DATE_EPOCH", "DeliveryReport", "LAYERS", "PixelAlerts", "RegionEvent",
+    "AlertRules", "AlertsResult", "Calibration", "DATE_EPOCH", "DeliveryReport", "LAYERS", "PixelAlerts", "RegionEvent",
     "STATUS_NAMES", "Subscribers", "deliver", "load_subscribers", "update_alerts", "write_layers",
+    "calibrate",
 ]

@@ -33,13 +33,26 @@ class AlertsResult:
     paths: dict[str, Path] = field(default_factory=dict)
 
 
-def site_state(history, site: str, rules: AlertRules = AlertRules(), progress: bool = False):
-    """``(site record, window grid, AOI mask, state, events)``: the replayed alert state of a site."""
-    from tqdm.auto import tqdm
-
-    from sandwatch.aoi import rasterize_aoi
+def site_state(history, site: str, rules: AlertRules = AlertRules(), progress: bool = False,
+               reviews: bool = True):
+    """``(site record, window grid, AOI mask, state, events)``: the replayed alert state of a site
+    (``reviews``: with the reviewers' rejections applied)."""
     from sandwatch.monitor.history_alerts import rejected_keys
-    from sandwatch.monitor.run import _site_grid, read_observation_raster
+
+    rec, wgrid, aoi, dates = site_series(history, site, rules, progress)
+    state = PixelAlerts(aoi.shape, wgrid.pixel_area_m2, rules, rejected_keys(history, rec.id) if reviews else ())
+    events = []
+    for date, mine, observed, prob in dates:
+        events += state.update(date, mine, observed, prob)
+    return rec, wgrid, aoi, state, events
+
+
+def site_series(history, site: str, rules: AlertRules = AlertRules(), progress: bool = False):
+    """``(site record, window grid, AOI mask, dates)``: a site's observations as the alert model
+    reads them, in date order: an iterator of ``(date, mine, observed, probability)`` on the AOI
+    window (gap dates left out when ``rules.skip_gap_dates``), read one date at a time."""
+    from sandwatch.aoi import rasterize_aoi
+    from sandwatch.monitor.run import _site_grid
 
     rec = history.site(site)
     if rec is None:
@@ -47,10 +60,15 @@ def site_state(history, site: str, rules: AlertRules = AlertRules(), progress: b
                                    f"has no site {site!r}", "run `sandwatch monitor` for it first, or check --site")
     grid = _site_grid(rec)
     window = Window(*rec.window)
-    wgrid = grid.window_grid(window)
     aoi = rasterize_aoi(shapely.from_wkt(rec.aoi_wkt), grid, window)
-    state = PixelAlerts(window.shape, grid.pixel_area_m2, rules, rejected_keys(history, rec.id))
-    events = []
+    return rec, grid.window_grid(window), aoi, _read_dates(history, rec, site, aoi, rules, progress)
+
+
+def _read_dates(history, rec, site: str, aoi, rules: AlertRules, progress: bool):
+    from tqdm.auto import tqdm
+
+    from sandwatch.monitor.run import read_observation_raster
+
     for o in tqdm(history.observations(rec.id), desc=f"alerts {site}", unit="date", disable=not progress):
         if o["gap"] and rules.skip_gap_dates:
             continue
@@ -59,8 +77,7 @@ def site_state(history, site: str, rules: AlertRules = AlertRules(), progress: b
             raise SandwatchError.about(raster, f"the observation raster of {site} on {o['date']} is missing",
                                        "run `sandwatch monitor` again with that date's scene and the same -o")
         mine, observed, prob = read_observation_raster(raster, probability=True)
-        events += state.update(o["date"], mine & aoi, observed & aoi, prob)
-    return rec, wgrid, aoi, state, events
+        yield o["date"], mine & aoi, observed & aoi, prob
 
 
 def update_alerts(db: str | os.PathLike, site: str, out_dir: str | os.PathLike, rules: AlertRules = AlertRules(),

@@ -24,6 +24,7 @@ how your model spreads its probabilities (benchmarks/alerts.py --checkpoint meas
 \b
 Sub-commands:
   update    replay a site's history: record new events, write the layers (COGs + GeoJSON)
+  calibrate choose --confirm-prob for your model from the reviewers' accepted/rejected alerts
   deliver   send events to subscribers (e-mail, webhook, feed files) through the outbox
   reject    mark an alert region as rejected by a reviewer
   list      events and the outbox of a history database
@@ -32,6 +33,7 @@ Examples:
   sandwatch alerts update monitor/history.sqlite --site site00 -o monitor/alerts
   sandwatch alerts deliver monitor/history.sqlite --subscribers subscribers.yaml -o monitor/alerts --dry-run
   sandwatch alerts reject monitor/history.sqlite --site site00 --key 2021-02-09:40:17 --by "A. Officer"
+  sandwatch alerts calibrate monitor/history.sqlite --precision 0.95
   sandwatch alerts list postgresql+psycopg://sandwatch@dbhost/history
 """
 
@@ -124,6 +126,52 @@ def update(db, site, out_dir, confirm_k, confirm_prob, expire_after, mmu_ha, qui
     rules = make_rules(confirm_k, expire_after, mmu_ha, confirm_prob)
     ensure_writable_dir(out_dir)
     echo_update(update_alerts(db, site, out_dir, rules, progress=not quiet))
+
+
+@alerts.command("calibrate", context_settings=CTX)
+@click.argument("db")
+@click.option("--site", "sites", multiple=True, help="Only these sites (repeatable; default every reviewed site).")
+@click.option("--precision", "target", type=click.FloatRange(0.0, 1.0), default=0.95, show_default=True,
+              help="Precision the confirmed alerts should reach on the reviewed regions.")
+@rule_options
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def calibrate_cmd(db, sites, target, confirm_k, confirm_prob, expire_after, mmu_ha, quiet):
+    """Choose --confirm-prob for your model from your reviewers' decisions.
+
+    Reviewed alert regions (accepted or rejected on the map, `sandwatch serve`; rejected with
+    `sandwatch alerts reject`) say which alerts are mining. Each reviewed site is replayed once
+    per gate (0 = time alone, 0.5 .. 0.95); the table shows, among the reviewed regions, how many
+    each gate confirms, their precision and the share of accepted ones kept; the suggestion is
+    the lowest gate reaching --precision. The other rules are the options' (--confirm-prob
+    itself is not used). Judge a suggestion from fewer than 20 reviewed regions, or without
+    both verdicts, as weak.
+
+    \b
+    Example:
+      sandwatch alerts calibrate monitor/history.sqlite --precision 0.95
+      sandwatch monitor ... --confirm-prob 0.8        # then use what it suggests
+    """
+    from sandwatch.alerts.calibrate import MIN_REVIEWED, calibrate
+
+    rules = make_rules(confirm_k, expire_after, mmu_ha, confirm_prob)
+    cal = calibrate(db, list(sites) or None, rules, target=target, progress=not quiet)
+    click.echo(f"reviewed regions: {cal.accepted} accepted (mining), {cal.rejected} rejected")
+    click.echo(f"{'gate':>5} {'confirmed':>9} {'accepted':>8} {'precision':>9} {'recall':>6}")
+    for r in cal.rows:
+        click.echo(f"{r.gate:>5.2f} {r.confirmed:>9} {r.accepted:>8} {r.precision:>9.3f} {r.recall:>6.3f}")
+    if cal.missing:
+        click.echo(f"{len(cal.missing)} reviewed region(s) no replay raised (rules changed since?): "
+                   f"{', '.join(cal.missing[:5])}{' ...' if len(cal.missing) > 5 else ''}")
+    if cal.suggested is None:
+        click.echo(f"no gate reaches precision {target:g} on these reviews: the model's false alarms are as "
+                   f"sure as its mines; review more, or improve the model")
+    else:
+        row = next(r for r in cal.rows if r.gate == cal.suggested)
+        click.echo(f"suggested: --confirm-prob {cal.suggested:g} (precision {row.precision:.3f}, "
+                   f"recall {row.recall:.3f} on the reviewed regions)")
+    if cal.weak:
+        click.echo(f"weak evidence: {cal.accepted + cal.rejected} reviewed region(s) (< {MIN_REVIEWED}, or only "
+                   f"one verdict): review more before relying on it")
 
 
 @alerts.command("deliver", context_settings=CTX)
