@@ -54,7 +54,7 @@ def run(manifest: Path, run_dir: Path, **sections) -> dict:
         data.setdefault(k, {}).update(v)
     cfg = config_from_dict(data)
     t0 = time.perf_counter()
-    res = train(cfg)
+    train(cfg)
     wall = time.perf_counter() - t0
     hist = json.loads((run_dir / "metrics.json").read_text())["throughput"]
     return {"wall_s": wall, "epochs": hist}

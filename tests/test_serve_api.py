@@ -134,12 +134,6 @@ def test_page_is_offline_and_escapes_its_config(client):
 
 
 def decode_png(content: bytes) -> np.ndarray:
-    return np.asarray(Image.open(__import__("io").BytesIO(content)).convert("RGBA"))
-
-
-
-
-def decode_png(content: bytes) -> np.ndarray:
     import io
 
     return np.asarray(Image.open(io.BytesIO(content)).convert("RGBA"))
@@ -413,7 +407,7 @@ def test_make_demo_layout_predictions_are_found_by_the_naming_rule(project, tmp_
     p = Project(root)
     assert p.file(p.sites["site00"].dates[2].probability).name == f"site00_{DATES[2]}.prob.tif"
     for site in ("site00", "site01"):
-        e0, e1 = p.sites[site].dates[0], p.sites[site].dates[1]
+        e0 = p.sites[site].dates[0]
         assert p.file(e0.probability).name == f"{site}-{DATES[0]}.prob.tif"
         assert p.file(e0.mask).name == f"{site}-{DATES[0]}.mask.tif"
         assert p.file(e0.polygons).name == f"{site}-{DATES[0]}.polygons.geojson"

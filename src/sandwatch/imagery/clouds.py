@@ -6,8 +6,9 @@ water-index AOI: cloud shadows and haze over dark land give water-like indices).
   8/9 cloud (medium/high probability), 10 thin cirrus, 11 snow or ice (bright like water in
   MNDWI, and not water either).
 * **L1C** (top-of-atmosphere reflectance, no SCL): a documented per-pixel test in the spirit
-  of Fmask's first pass (Zhu & Woodcock 2012), the same thresholds as the monitor's
-  :class:`sandwatch.monitor.clouds.L1CCloudTest`: cloud where a pixel is *bright*
+  of Fmask's first pass (Zhu & Woodcock 2012), implemented once here (:func:`l1c_cloud`; the
+  monitor's :class:`sandwatch.monitor.clouds.L1CCloudTest` carries the same thresholds as
+  options): cloud where a pixel is *bright*
   (B02 > 0.25), *hazy* (B02 - 0.5 B04 - 0.08 > 0) and *white* (mean absolute deviation of
   B02, B03, B04 below 0.7 of their mean), or **cirrus** where B10 > 0.012. Cloud shadows are
   not detected in L1C (a documented limitation; the water test's NDWI condition rejects most
@@ -28,15 +29,17 @@ L1C_CLOUD_BANDS: tuple[str, ...] = ("B02", "B03", "B04")
 BLUE_MIN, HOT_OFFSET, WHITENESS_MAX, CIRRUS_MIN = 0.25, 0.08, 0.7, 0.012
 
 
-def l1c_cloud(blue, green, red, cirrus=None) -> np.ndarray:
-    """Boolean cloud mask from B02, B03, B04 (and optionally B10) top-of-atmosphere reflectance."""
+def l1c_cloud(blue, green, red, cirrus=None, *, blue_min: float = BLUE_MIN, hot_offset: float = HOT_OFFSET,
+              whiteness_max: float = WHITENESS_MAX, cirrus_min: float = CIRRUS_MIN) -> np.ndarray:
+    """Boolean cloud mask from B02, B03, B04 (and optionally B10) top-of-atmosphere reflectance
+    (the one implementation of the test; the monitor's :class:`L1CCloudTest` carries its thresholds)."""
     b, g, r = (np.asarray(x, np.float32) for x in (blue, green, red))
     mean = (b + g + r) / 3.0
     with np.errstate(invalid="ignore", divide="ignore"):
         white = (np.abs(b - mean) + np.abs(g - mean) + np.abs(r - mean)) / np.where(mean > 0, mean, np.inf)
-    cloud = (b > BLUE_MIN) & (b - 0.5 * r - HOT_OFFSET > 0) & (white < WHITENESS_MAX)
+    cloud = (b > blue_min) & (b - 0.5 * r - hot_offset > 0) & (white < whiteness_max)
     if cirrus is not None:
-        cloud |= np.asarray(cirrus, np.float32) > CIRRUS_MIN
+        cloud |= np.asarray(cirrus, np.float32) > cirrus_min
     return cloud
 
 

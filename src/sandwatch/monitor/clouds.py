@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sandwatch.grid import Window
+from sandwatch.imagery.clouds import BLUE_MIN, CIRRUS_MIN, HOT_OFFSET, WHITENESS_MAX, cloud_test_for, l1c_cloud, scl_not_clear
 
 #: SCL classes that are not a clear view of the ground.
 SCL_NOT_OBSERVED: tuple[int, ...] = (0, 1, 3, 8, 9, 10)
@@ -36,40 +37,27 @@ CLOUD_TESTS = ("auto", "scl", "l1c", "none")
 class L1CCloudTest:
     """Thresholds of the L1C cloud test (top-of-atmosphere reflectance); published defaults."""
 
-    blue_min: float = 0.25         #: B02 brighter than this (bright dry sand reaches ~0.22) ...
-    hot_offset: float = 0.08       #: ... and B02 - 0.5 * B04 - hot_offset > 0 ...
-    whiteness_max: float = 0.7     #: ... and whiteness below this: cloud
-    cirrus_min: float = 0.012      #: B10 above this: cirrus
+    blue_min: float = BLUE_MIN          #: B02 brighter than this (bright dry sand reaches ~0.22) ...
+    hot_offset: float = HOT_OFFSET      #: ... and B02 - 0.5 * B04 - hot_offset > 0 ...
+    whiteness_max: float = WHITENESS_MAX  #: ... and whiteness below this: cloud
+    cirrus_min: float = CIRRUS_MIN      #: B10 above this: cirrus
 
     def __call__(self, blue: np.ndarray, green: np.ndarray, red: np.ndarray,
                  cirrus: np.ndarray | None = None) -> np.ndarray:
         """Boolean cloud mask from B02, B03, B04 (and optionally B10) reflectance arrays."""
-        b, g, r = (np.asarray(x, np.float32) for x in (blue, green, red))
-        mean = (b + g + r) / 3.0
-        with np.errstate(invalid="ignore", divide="ignore"):
-            white = (np.abs(b - mean) + np.abs(g - mean) + np.abs(r - mean)) / np.where(mean > 0, mean, np.inf)
-        cloud = (b > self.blue_min) & (b - 0.5 * r - self.hot_offset > 0) & (white < self.whiteness_max)
-        if cirrus is not None:
-            cloud |= np.asarray(cirrus, np.float32) > self.cirrus_min
-        return cloud
+        return l1c_cloud(blue, green, red, cirrus, blue_min=self.blue_min, hot_offset=self.hot_offset,
+                         whiteness_max=self.whiteness_max, cirrus_min=self.cirrus_min)
 
 
 def scl_not_observed(scl: np.ndarray, classes: tuple[int, ...] = SCL_NOT_OBSERVED) -> np.ndarray:
     """Boolean mask of SCL pixels that are not a clear view (see :data:`SCL_NOT_OBSERVED`)."""
-    return np.isin(np.asarray(scl), np.asarray(classes, dtype=np.asarray(scl).dtype))
+    return scl_not_clear(scl, classes)
 
 
 def cloud_method(scene, requested: str = "auto") -> str:
-    """The test used for a scene: "scl" (L2A with SCL), "l1c" (has B02/B03/B04), or "none"."""
-    if requested not in CLOUD_TESTS:
-        raise ValueError(f"cloud test must be one of {CLOUD_TESTS}, not {requested!r}")
-    if requested != "auto":
-        return requested
-    if getattr(scene, "has_scl", False):
-        return "scl"
-    if getattr(scene, "level", "") == "L1C" and {"B02", "B03", "B04"} <= set(scene.bands):
-        return "l1c"
-    return "none"
+    """The test used for a scene: "scl" (L2A with SCL), "l1c" (has B02/B03/B04), or "none"
+    (:func:`sandwatch.imagery.clouds.cloud_test_for`, the one rule)."""
+    return cloud_test_for(scene, requested)
 
 
 def observed_mask(scene, window: Window, *, method: str = "auto",
