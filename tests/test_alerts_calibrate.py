@@ -103,3 +103,35 @@ def test_without_reviews_is_one_line(tmp_path, capsys):
     assert len(err) == 1 and "has no reviewed alert region" in err[0] and "sandwatch serve" in err[0]
     assert main(["alerts", "calibrate", str(db), "--site", "nope", "-q"]) == 2
     assert "has no site 'nope'" in capsys.readouterr().err
+
+
+def test_a_map_rejection_and_what_the_alert_model_reads_of_it_are_one_transaction(tmp_path, monkeypatch):
+    import sandwatch.serve.review as review
+    from sandwatch.monitor.history_alerts import latest_decisions, rejected_keys
+
+    db = write_history(tmp_path)
+    update_alerts(db, "s", tmp_path / "layers")
+    store = review.HistoryReviews([f"sqlite:///{db}"])
+    try:
+        item = next(i for i in store.alerts() if i.pixel)
+
+        def crash(*a, **k):        # the process dies between the two writes
+            raise RuntimeError("killed")
+
+        monkeypatch.setattr(review, "add_review", crash)
+        with pytest.raises(RuntimeError):
+            store.decide(item.id, "rejected", "", "tester")
+        h = History(db, must_exist=True)
+        try:
+            assert latest_decisions(h) == {} and rejected_keys(h, h.site("s").id) == set()   # neither, not half
+        finally:
+            h.close()
+        monkeypatch.undo()
+        store.decide(item.id, "rejected", "", "tester")
+        h = History(db, must_exist=True)
+        try:
+            assert len(latest_decisions(h)) == 1 and len(rejected_keys(h, h.site("s").id)) == 1
+        finally:
+            h.close()
+    finally:
+        store.close()

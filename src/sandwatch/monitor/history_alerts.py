@@ -120,12 +120,14 @@ def events(history: History, site_id: int | None = None, ids: list[int] | None =
 
 
 def add_review(history: History, site_id: int, key: str, reviewer: str, note: str | None = None,
-               verdict: str = "rejected") -> bool:
-    """Record a reviewer's verdict on a region; False when one was already recorded."""
+               verdict: str = "rejected", conn=None) -> bool:
+    """Record a reviewer's verdict on a region; False when one was already recorded. ``conn``:
+    inside that transaction (with the decision that caused it), else in one of its own."""
+    row = dict(site_id=site_id, key=key, verdict=verdict, reviewer=reviewer, note=note, created=_now())
+    if conn is not None:
+        return insert_ignore(conn, alert_reviews, row, ["site_id", "key"]) is not None
     with history._writer.begin() as conn:
-        return insert_ignore(conn, alert_reviews, dict(site_id=site_id, key=key, verdict=verdict,
-                                                        reviewer=reviewer, note=note, created=_now()),
-                             ["site_id", "key"]) is not None
+        return insert_ignore(conn, alert_reviews, row, ["site_id", "key"]) is not None
 
 
 def latest_decisions(history) -> dict:
@@ -139,12 +141,15 @@ def latest_decisions(history) -> dict:
     return {(r["alert_id"] if r["alert_id"] is not None else (r["site_id"], r["event_key"])): dict(r) for r in rows}
 
 
-def remove_review(history: History, site_id: int, key: str) -> bool:
-    """Withdraw a rejection (a reviewer changed their mind); False when there was none."""
+def remove_review(history: History, site_id: int, key: str, conn=None) -> bool:
+    """Withdraw a rejection (a reviewer changed their mind); False when there was none. ``conn``:
+    inside that transaction, else in one of its own."""
+    stmt = alert_reviews.delete().where(
+        (alert_reviews.c.site_id == site_id) & (alert_reviews.c.key == key)).returning(alert_reviews.c.id)
+    if conn is not None:
+        return conn.execute(stmt).first() is not None
     with history._writer.begin() as conn:
-        res = conn.execute(alert_reviews.delete().where(
-            (alert_reviews.c.site_id == site_id) & (alert_reviews.c.key == key)).returning(alert_reviews.c.id))
-        return res.first() is not None
+        return conn.execute(stmt).first() is not None
 
 
 def rejected_keys(history: History, site_id: int) -> set[str]:

@@ -145,12 +145,12 @@ class HistoryReviews:
         now = _utcnow()
         writer = history.engine.execution_options(sandwatch_write=True)   # BEGIN IMMEDIATE, as the monitor writes
         site_id, key = region if region else (None, None)
-        with writer.begin() as conn:
+        with writer.begin() as conn:   # the decision and what the alert model reads of it: one transaction
             conn.execute(reviews.insert().values(alert_id=aid, site_id=site_id, event_key=key, decision=decision,
                                                  comment=comment, reviewer=reviewer, decided_at=now))
-        if region:     # the alert model skips a rejected region from its next update on
-            if decision == "rejected":
-                add_review(history, site_id, key, reviewer, comment or None)
-            else:
-                remove_review(history, site_id, key)
+            if region:     # the alert model skips a rejected region from its next update on
+                if decision == "rejected":
+                    add_review(history, site_id, key, reviewer, comment or None, conn=conn)
+                else:
+                    remove_review(history, site_id, key, conn=conn)
         return Decision(decision, comment, reviewer, now.isoformat())
