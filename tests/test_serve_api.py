@@ -485,3 +485,34 @@ def test_a_rewritten_scene_is_stretched_again(tmp_path):
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a later version of the file
     assert tiles.stretch_of(path) is not first
+
+
+def test_label_saves_at_once_each_keep_the_others_file_as_a_version(tmp_path):
+    import threading
+
+    from sandwatch.serve.annotate import list_versions, save_labels
+
+    path = tmp_path / "2023-01-05_mining.geojson"
+
+    def fc(i):
+        return {"type": "FeatureCollection", "features": [
+            {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": square(80.0 + 0.01 * i, 20.0)},
+             "properties": {"confidence_class": "High", "note": f"save {i}"}}]}
+
+    save_labels(path, fc(0))
+    n = 12
+    start = threading.Barrier(n)
+
+    def save(i):
+        start.wait()
+        save_labels(path, fc(i))
+
+    threads = [threading.Thread(target=save, args=(i,)) for i in range(1, n + 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    notes = [json.loads((path.parent / ".versions" / v).read_text())["features"][0]["properties"]["note"]
+             for v in list_versions(path)]
+    notes.append(json.loads(path.read_text())["features"][0]["properties"]["note"])
+    assert sorted(notes) == sorted(f"save {i}" for i in range(n + 1))     # every save kept exactly once

@@ -58,6 +58,24 @@ def temporary_sibling(path: str | os.PathLike) -> Path:
     return path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
 
 
+@contextlib.contextmanager
+def updating(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``.NAME.lock`` beside ``path`` while it is read, changed and
+    written, so two processes (or threads) updating the same file do not lose each other's
+    change (the lock file stays; it is empty)."""
+    import fcntl
+
+    path = Path(path)
+    lock = path.with_name(f".{path.name}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def read_yaml_mapping(path: str | os.PathLike, *, what: str = "config file",
                       missing_fix: str = "check the path", format_fix: str = "write `name: value` lines") -> dict:
     """A YAML file holding a mapping of settings (empty file: {}); a missing file, bad YAML or

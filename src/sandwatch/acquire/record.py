@@ -12,27 +12,14 @@ each COG's tags, ``SANDWATCH_CLEAR_FRACTION``, where a resumed run reads it back
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import fcntl
 import os
 from pathlib import Path
 
 from sandwatch.acquire.fetch import FetchConfig, Fetched, fetch
 from sandwatch.acquire.search import SearchConfig, search
 from sandwatch.acquire.sites import Area
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    lock = path.with_name(f".{path.name}.lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+from sandwatch.io import updating
 
 
 def _clear_fraction(f: Fetched) -> float | None:
@@ -62,7 +49,7 @@ def append_to_manifest(manifest_path: str | os.PathLike, areas: list[Area], fetc
 
     path = Path(manifest_path)
     by_id = {a.id: a for a in areas}
-    with _locked(path):
+    with updating(path):
         manifest = _load_or_new(path)
         have = {o.id for o in manifest.observations}
         added = 0

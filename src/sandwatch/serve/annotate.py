@@ -26,7 +26,7 @@ from pathlib import Path
 from shapely.geometry import mapping, shape
 
 from sandwatch.errors import SandwatchError
-from sandwatch.io import atomic_output
+from sandwatch.io import atomic_output, updating
 from sandwatch.vectors import write_feature_collection
 
 CONFIDENCE = {"High": "High", "Medium": 0.75, "Low": "Low"}
@@ -135,12 +135,13 @@ def save_labels(path: Path, fc, source: str = "labels") -> dict:
     ``{"path", "features", "version"}`` (the version the previous file became, or None)."""
     features = check_collection(fc, source)
     version = None
-    if path.is_file():
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-        version = versions_dir(path) / f"{path.stem}.{stamp}{path.suffix}"
-        with atomic_output(version) as tmp:      # a copy, so the label file itself is never missing
-            shutil.copyfile(path, tmp)
-    write_feature_collection(path, features)
+    with updating(path):          # two saves at once: each keeps the other's file as a version
+        if path.is_file():
+            stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+            version = versions_dir(path) / f"{path.stem}.{stamp}{path.suffix}"
+            with atomic_output(version) as tmp:      # a copy, so the label file itself is never missing
+                shutil.copyfile(path, tmp)
+        write_feature_collection(path, features)
     return {"path": str(path), "features": len(features), "version": version.name if version else None}
 
 
