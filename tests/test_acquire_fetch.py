@@ -271,3 +271,24 @@ def test_an_l1c_collection(servers, real, tmp_path):
         assert ds.tags()["RADIO_ADD_OFFSET"] == "-1000" and ds.tags()["PROCESSING_LEVEL"] == "L1C"
     want, _ = real.read(real.grid.window_from_bounds(*AREA_A), ["B02", "B03", "B04", "B08"])
     assert np.array_equal(out.read(bands=["B02", "B03", "B04", "B08"])[0], want)
+
+
+def test_relative_asset_hrefs_stay_reachable_from_the_item_cache(tmp_path):
+    import json
+
+    from sandwatch.acquire.fetch import absolute_href, cached_item
+
+    cat = tmp_path / "catalogue" / "items"
+    cat.mkdir(parents=True)
+    (tmp_path / "catalogue" / "cogs").mkdir()
+    item = cat / "S2A_T43_20230105.json"
+    item.write_text(json.dumps({"type": "Feature", "id": "x", "assets": {
+        "B04": {"href": "../cogs/B04.tif"}, "B03": {"href": "B03.tif"}, "B02": {"href": "/data/B02.tif"},
+        "B08": {"href": "https://example.org/B08.tif"}}}))
+    cached = json.loads(cached_item(str(item), tmp_path / "cache", None, 5.0).read_text())
+    hrefs = {k: a["href"] for k, a in cached["assets"].items()}
+    assert hrefs == {"B04": str(tmp_path / "catalogue" / "cogs" / "B04.tif"), "B03": str(cat / "B03.tif"),
+                     "B02": "/data/B02.tif", "B08": "https://example.org/B08.tif"}
+    assert absolute_href("../cogs/B04.tif", "http://127.0.0.1:8080/cat/items/a.json") == \
+        "http://127.0.0.1:8080/cat/cogs/B04.tif"
+    assert absolute_href("B04.tif", "file://" + str(item)) == str(cat / "B04.tif")

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import urljoin, urlparse
 
 import numpy as np
 
@@ -81,6 +81,17 @@ _item_lock = threading.Lock()
 _signed: dict[tuple[str, Callable], Path] = {}   # items signed by this process, per signing hook
 
 
+def absolute_href(href: str, item_url: str) -> str:
+    """An asset href that no longer depends on where the item's JSON lies: one relative to the
+    item (``./B04.tif``, ``../tiles/B04.tif``) is joined to the item's URL (remote) or folder
+    (local); URLs and absolute paths are kept."""
+    if urlparse(href).scheme or href.startswith("/"):
+        return href
+    if urlparse(item_url).scheme in ("http", "https"):
+        return urljoin(item_url, href)
+    return str((Path(item_url.removeprefix("file://")).parent / href).resolve())
+
+
 def cached_item(url: str, cache: Path, sign: Callable[[str], str] | None, timeout_s: float) -> Path:
     """The item's JSON saved in ``cache`` (downloaded once, hrefs unsigned); with ``sign``, a
     copy under ``cache/signed`` signed afresh by each process, so a rerun never reuses
@@ -102,11 +113,8 @@ def cached_item(url: str, cache: Path, sign: Callable[[str], str] | None, timeou
         except (OSError, ValueError) as err:
             raise SandwatchError.about(url, f"STAC item could not be read ({str(err).splitlines()[0][:160]})",
                                        "check the catalogue is reachable, then run again") from None
-        base = url.rsplit("/", 1)[0] + "/"
         for asset in (data.get("assets") or {}).values():
-            href = str(asset.get("href", ""))
-            if urlparse(href).scheme == "" and base.startswith(("http://", "https://")):
-                asset["href"] = base + href        # relative to a remote item: keep it reachable from the cache
+            asset["href"] = absolute_href(str(asset.get("href", "")), url)   # reachable from the cache too
         with _item_lock:
             if not path.exists():
                 with atomic_output(path, verify=False) as tmp:
@@ -126,28 +134,6 @@ def cached_item(url: str, cache: Path, sign: Callable[[str], str] | None, timeou
             tmp.write_text(json.dumps(data))
         _signed[(url, sign)] = signed
     return signed
-    try:
-        if urlparse(url).scheme in ("http", "https"):
-            with urllib.request.urlopen(url, timeout=timeout_s) as r:
-                data = json.loads(r.read())
-        else:
-            data = json.loads(Path(url.removeprefix("file://")).read_text())
-    except (OSError, ValueError) as err:
-        raise SandwatchError.about(url, f"STAC item could not be read ({str(err).splitlines()[0][:160]})",
-                                   "check the catalogue is reachable, then run again") from None
-    base = url.rsplit("/", 1)[0] + "/"
-    for asset in (data.get("assets") or {}).values():
-        href = str(asset.get("href", ""))
-        if urlparse(href).scheme == "" and base.startswith(("http://", "https://")):
-            href = base + href        # relative to a remote item: keep it reachable from the cache
-        asset["href"] = sign(href) if sign and urlparse(href).scheme in ("http", "https") else href
-    from sandwatch.io import atomic_output
-
-    with _item_lock:
-        if not path.exists():
-            with atomic_output(path, verify=False) as tmp:
-                tmp.write_text(json.dumps(data))
-    return path
 
 
 def open_item_scene(path: Path, bands):
