@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -273,22 +274,29 @@ def test_an_l1c_collection(servers, real, tmp_path):
     assert np.array_equal(out.read(bands=["B02", "B03", "B04", "B08"])[0], want)
 
 
-def test_relative_asset_hrefs_stay_reachable_from_the_item_cache(tmp_path):
-    import json
+def test_a_local_item_with_relative_hrefs_is_read_where_it_lies(real, tmp_path):
+    import shutil
 
-    from sandwatch.acquire.fetch import absolute_href, cached_item
+    from sandwatch.acquire.fetch import absolute_href, cached_item, open_item_scene
 
-    cat = tmp_path / "catalogue" / "items"
-    cat.mkdir(parents=True)
-    (tmp_path / "catalogue" / "cogs").mkdir()
-    item = cat / "S2A_T43_20230105.json"
-    item.write_text(json.dumps({"type": "Feature", "id": "x", "assets": {
-        "B04": {"href": "../cogs/B04.tif"}, "B03": {"href": "B03.tif"}, "B02": {"href": "/data/B02.tif"},
-        "B08": {"href": "https://example.org/B08.tif"}}}))
-    cached = json.loads(cached_item(str(item), tmp_path / "cache", None, 5.0).read_text())
-    hrefs = {k: a["href"] for k, a in cached["assets"].items()}
-    assert hrefs == {"B04": str(tmp_path / "catalogue" / "cogs" / "B04.tif"), "B03": str(cat / "B03.tif"),
-                     "B02": "/data/B02.tif", "B08": "https://example.org/B08.tif"}
+    src = shared_path("s2-l2a-29RKH-cogs")
+    cat = tmp_path / "catalogue"
+    cat.mkdir()
+    item = json.loads((src / f"{REAL_ITEM}.json").read_text())
+    keep = {k: a for k, a in item["assets"].items() if Path(a["href"]).name in ("B03.tif", "B04.tif", "SCL.tif")}
+    for asset in keep.values():                            # a static catalogue on disk: hrefs relative to the item
+        name = Path(asset["href"]).name
+        shutil.copyfile(src / name, cat / name)
+        asset["href"] = f"./{name}"
+    item["assets"] = keep
+    (cat / "item.json").write_text(json.dumps(item))
+    path = cached_item(str(cat / "item.json"), tmp_path / "out" / ".items", None, 5.0)
+    assert path == cat / "item.json" and not (tmp_path / "out" / ".items").exists()
+    scene = open_item_scene(path, ["B04", "B03"])
+    window = Window(10, 20, 32, 48)
+    got, _ = scene.read(window, bands=["B04", "B03"])
+    want, _ = real.read(window, bands=["B04", "B03"])
+    assert np.array_equal(got, want)
     assert absolute_href("../cogs/B04.tif", "http://127.0.0.1:8080/cat/items/a.json") == \
         "http://127.0.0.1:8080/cat/cogs/B04.tif"
-    assert absolute_href("B04.tif", "file://" + str(item)) == str(cat / "B04.tif")
+    assert absolute_href("https://example.org/B08.tif", "http://127.0.0.1/x.json") == "https://example.org/B08.tif"

@@ -93,9 +93,16 @@ def absolute_href(href: str, item_url: str) -> str:
 
 
 def cached_item(url: str, cache: Path, sign: Callable[[str], str] | None, timeout_s: float) -> Path:
-    """The item's JSON saved in ``cache`` (downloaded once, hrefs unsigned); with ``sign``, a
-    copy under ``cache/signed`` signed afresh by each process, so a rerun never reuses
-    signatures that have expired since."""
+    """The item's JSON saved in ``cache`` (downloaded once, hrefs unsigned, relative ones made
+    absolute); with ``sign``, a copy under ``cache/signed`` signed afresh by each process, so a
+    rerun never reuses signatures that have expired since. A local item without ``sign`` is
+    used where it lies. (A local item *with* ``sign`` gets a signed copy whose local relative
+    hrefs become absolute paths, which the imagery stage refuses as outside the item's folder:
+    signing is for remote catalogues.)"""
+    if urlparse(url).scheme not in ("http", "https") and sign is None:
+        # a local item is read where it lies: its relative hrefs resolve inside its own folder,
+        # as the imagery stage's containment wants (a copy in the cache would point nowhere)
+        return Path(url.removeprefix("file://"))
     name = Path(urlparse(url).path).name or "item"
     name = name if name.endswith(".json") else f"{name}.json"
     path = cache / name

@@ -3,9 +3,9 @@
 annotate in QGIS or Labelbox), so both show a scene with the same colours.
 
 The stretch (:func:`scene_stretch`) is measured once per scene on a decimated read of its
-red, green and blue bands (B04, B03, B02; R, G, B for true-colour files) in reflectance:
-per band a dark-object offset at the 1st percentile, one gain for the three bands to the
-99.5th percentile of the pooled values (colours keep their balance), then gamma 1.3.
+red, green and blue bands (B04, B03, B02; R, G, B for true-colour files) in reflectance, by
+the one rule of :mod:`sandwatch.imagery.display` (dark-object offset per band, one common
+gain, gamma 1.3), the same as the demo data's quicklooks.
 Nodata is black in the COG (nodata 0 on all three bands) and transparent in tiles.
 """
 
@@ -20,11 +20,10 @@ import rasterio
 import rasterio.shutil
 
 from sandwatch.errors import SandwatchError
+from sandwatch.imagery.display import GAMMA, apply_stretch, fit_stretch
 from sandwatch.io import atomic_output, temporary_sibling, remove_quietly
 
 STRETCH_SAMPLE_PX = 512
-PERCENTILES = (1.0, 99.5)
-GAMMA = 1.3
 
 
 def rgb_bands(scene) -> tuple[str, str, str]:
@@ -55,9 +54,7 @@ class Stretch:
     def apply(self, dn: np.ndarray) -> np.ndarray:
         """(3, h, w) stored values -> (3, h, w) uint8."""
         refl = (np.asarray(dn, np.float32) - self.offset) / self.scale
-        low = np.asarray(self.low, np.float32)[:, None, None]
-        unit = np.clip((refl - low) / self.high, 0.0, 1.0) ** (1.0 / self.gamma)
-        return np.rint(unit * 255.0).astype(np.uint8)
+        return apply_stretch(refl, self.low, self.high, self.gamma)
 
 
 def scene_stretch(scene) -> Stretch:
@@ -68,10 +65,8 @@ def scene_stretch(scene) -> Stretch:
     offset = 0.0 if scene.level == "RGB" else float(scene.offset)
     if not valid.any():
         return Stretch(offset, scale, (0.0, 0.0, 0.0), 0.3)
-    px = data[:, valid]
-    low = tuple(float(np.percentile(b, PERCENTILES[0])) for b in px)
-    high = float(np.percentile(px - np.asarray(low)[:, None], PERCENTILES[1]))
-    return Stretch(offset, scale, low, max(high, 1e-6))
+    low, high = fit_stretch(data[:, valid])
+    return Stretch(offset, scale, low, high)
 
 
 def export_quicklook(scene_path: str | os.PathLike, out: str | os.PathLike, *, block: int = 1024) -> Path:

@@ -27,6 +27,7 @@ from shapely.geometry import LineString, MultiPolygon, Polygon, mapping
 from sandwatch.bands import L1C_BANDS, S2_BANDS
 from sandwatch.errors import SandwatchError
 from sandwatch.grid import Grid
+from sandwatch.imagery.display import stretch_true_colour  # noqa: F401 - the demo's quicklooks
 from sandwatch.io import atomic_output
 from sandwatch.vectors import mask_polygons, to_wgs84, write_feature_collection
 
@@ -209,28 +210,6 @@ def write_lines(path: str | os.PathLike, lines: Sequence[LineString], crs: CRS |
 
 
 # ---- quicklooks ---------------------------------------------------------------------------
-
-def stretch_true_colour(red: np.ndarray, green: np.ndarray, blue: np.ndarray, *, percentiles=(1.0, 99.5),
-                        gamma: float = 1.3, valid: np.ndarray | None = None) -> np.ndarray:
-    """uint8 (H, W, 3) from three reflectance bands.
-
-    Haze (dark-object) subtraction per band at the low percentile, then one common gain for all
-    three bands (colours keep their balance) up to the high percentile, then gamma.
-    """
-    bands = [np.asarray(b, np.float32) for b in (red, green, blue)]
-    if valid is None:
-        valid = (bands[0] > 0) & (bands[1] > 0) & (bands[2] > 0)
-    if not valid.any():
-        return np.zeros(bands[0].shape + (3,), np.uint8)
-    step = max(1, int(np.sqrt(valid.size / 250_000)))  # percentiles on a sample: cheap for big scenes
-    lows = [float(np.percentile(b[::step, ::step][valid[::step, ::step]], percentiles[0])) for b in bands]
-    pooled = np.concatenate([(b - lo)[::step, ::step][valid[::step, ::step]] for b, lo in zip(bands, lows)])
-    hi = max(float(np.percentile(pooled, percentiles[1])), 1e-6)
-    out = [np.rint(np.clip((b - lo) / hi, 0, 1) ** (1.0 / gamma) * 255).astype(np.uint8) for b, lo in zip(bands, lows)]
-    rgb = np.dstack(out)
-    rgb[~valid] = 0
-    return rgb
-
 
 def write_quicklook(path: str | os.PathLike, rgb: np.ndarray, max_size: int = 1024) -> Path:
     """Write a uint8 (H, W, 3) image as PNG (downsampled by striding to at most ``max_size``)."""
