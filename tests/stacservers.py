@@ -163,7 +163,7 @@ error_log {dir}/error.log warn;
 events {{ worker_connections 256; }}
 http {{
     access_log off;
-    log_format bytes '$request_method $request_uri $status $bytes_sent "$http_range"';
+    log_format bytes '$request_method $request_uri $status $bytes_sent $msec $request_time "$http_range"';
     client_body_temp_path {dir}/tmp; proxy_temp_path {dir}/tmp; fastcgi_temp_path {dir}/tmp;
     uwsgi_temp_path {dir}/tmp; scgi_temp_path {dir}/tmp;
     sendfile on; keepalive_timeout 30;
@@ -196,6 +196,7 @@ class Nginx:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.dir = Path(tempfile.mkdtemp(prefix="sandwatch-nginx-"))
+        self.since = 0.0                 # log_lines: requests started since (see clear_log)
         (self.dir / "tmp").mkdir()
         self.proc: subprocess.Popen | None = None
 
@@ -211,11 +212,15 @@ class Nginx:
         return self
 
     def log_lines(self) -> list[tuple[str, str, int, int, str]]:
-        """(method, uri, status, bytes sent, range) of every request so far."""
+        """(method, uri, status, bytes sent, range) of every request started since the last
+        :meth:`clear_log` (nginx logs a request when it ends: one an earlier test left running
+        may end, and be logged, long after)."""
         path = self.dir / "access.log"
         out = []
         for line in path.read_text().splitlines() if path.exists() else []:
-            method, uri, status, sent, rng = line.split(" ", 4)
+            method, uri, status, sent, end, took, rng = line.split(" ", 6)
+            if float(end) - float(took) < self.since - 0.05:
+                continue
             out.append((method, uri, int(status), int(sent), rng.strip('"')))
         return out
 
@@ -224,6 +229,7 @@ class Nginx:
 
     def clear_log(self) -> None:
         """Start counting afresh (nginx keeps appending to the same open file)."""
+        self.since = time.time()
         with contextlib.suppress(FileNotFoundError):
             os.truncate(self.dir / "access.log", 0)
 

@@ -249,7 +249,7 @@ def test_signing_hook_reaches_every_asset_request(servers, tmp_path):
     servers.nginx.clear_log()
     (again,) = fetch([area(AREA_A)], cands, tmp_path, FetchConfig(workers=2, retries=0, sign=fresh))
     uris = [uri for _, uri, *_ in servers.nginx.log_lines()]
-    assert len(uris) > 13 and all(u.endswith("?token=fresh") for u in uris)
+    assert len(uris) > 13 and all(u.endswith("?token=fresh") for u in uris), [u for u in uris if not u.endswith("?token=fresh")]
     assert open_scene(again.path).date == d
 
 
