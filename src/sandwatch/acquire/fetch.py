@@ -157,20 +157,10 @@ def open_item_scene(path: Path, bands):
 def area_grid(area: Area, like: Grid) -> Grid:
     """The area's rectangle on ``like``'s pixel lattice (snapped outwards) when both share a
     CRS, else at ``like``'s resolution from the area's own corner."""
-    import math
-
-    from affine import Affine
-
-    res = like.res[0]
     x0, y0, x1, y1 = area.bounds
     if like.crs.to_epsg() != area.epsg:
-        return Grid.from_bounds(area.crs, x0, y0, x1, y1, res)
-    ox, oy = like.transform.c, like.transform.f
-    left = ox + math.floor(round((x0 - ox) / res, 6)) * res
-    top = oy - math.floor(round((oy - y1) / res, 6)) * res
-    width = math.ceil(round((x1 - left) / res, 6))
-    height = math.ceil(round((top - y0) / res, 6))
-    return Grid(like.crs, Affine(res, 0, left, 0, -res, top), width, height)
+        return Grid.from_bounds(area.crs, x0, y0, x1, y1, like.res[0])
+    return like.window_grid(like.window_from_bounds(x0, y0, x1, y1))
 
 
 def _aligned(scene_grid: Grid, grid: Grid) -> bool:
