@@ -195,42 +195,57 @@ def _snap(bounds, res: float) -> tuple[float, float, float, float]:
             math.ceil(round(x1 / res, 6)) * res, math.ceil(round(y1 / res, 6)) * res)
 
 
-def _river_stretch(site: Site, epsg: int, rivers, along_m: float, half: float):
-    """Bounds of the river stretch of ``along_m`` centred on the river point nearest the site
-    (None when no river passes within ``half`` of it)."""
-    x, y = _to_utm(epsg)(site.lon, site.lat)
-    from shapely.geometry import Point
+class _Rivers:
+    """River lines (polygons: their banks) in each UTM zone asked for, reprojected once per zone,
+    and each site's bounds computed once per zone (the merge loop asks again and again)."""
 
-    pt = Point(x, y)
-    best = None
-    for geom in rivers.to_crs(f"EPSG:{epsg}").geometry:
-        if geom is None or geom.is_empty:
-            continue
-        if geom.geom_type in ("Polygon", "MultiPolygon"):
-            geom = geom.boundary           # a river polygon: follow its banks
-        for part in getattr(geom, "geoms", [geom]):
-            if part.length == 0:
-                continue
+    def __init__(self, rivers, half: float, along_m: float | None):
+        self.rivers, self.half, self.along_m = rivers, half, along_m
+        self._parts: dict[int, list] = {}
+        self._bounds: dict[tuple[str, float, float, int], tuple[float, float, float, float]] = {}
+
+    def parts(self, epsg: int) -> list:
+        if epsg not in self._parts:
+            out = []
+            for geom in self.rivers.to_crs(f"EPSG:{epsg}").geometry:
+                if geom is None or geom.is_empty:
+                    continue
+                if geom.geom_type in ("Polygon", "MultiPolygon"):
+                    geom = geom.boundary           # a river polygon: follow its banks
+                out += [part for part in getattr(geom, "geoms", [geom]) if part.length > 0]
+            self._parts[epsg] = out
+        return self._parts[epsg]
+
+    def stretch(self, site: Site, epsg: int):
+        """Bounds of the river stretch of ``along_m`` centred on the river point nearest the site
+        (None when no river passes within ``half`` of it)."""
+        from shapely.geometry import Point
+
+        pt = Point(*_to_utm(epsg)(site.lon, site.lat))
+        best = None
+        for part in self.parts(epsg):
             d = part.distance(pt)
-            if d <= half and (best is None or d < best[0]):
+            if d <= self.half and (best is None or d < best[0]):
                 best = (d, part)
-    if best is None:
-        return None
-    line = best[1]
-    at = line.project(pt)
-    piece = substring(line, max(0.0, at - along_m / 2), min(line.length, at + along_m / 2))
-    return piece.bounds
+        if best is None:
+            return None
+        line = best[1]
+        at = line.project(pt)
+        return substring(line, max(0.0, at - self.along_m / 2), min(line.length, at + self.along_m / 2)).bounds
 
-
-def _site_bounds(site: Site, epsg: int, half: float, rivers, along_m: float | None):
-    x, y = _to_utm(epsg)(site.lon, site.lat)
-    b = (x - half, y - half, x + half, y + half)
-    if rivers is not None and along_m:
-        stretch = _river_stretch(site, epsg, rivers, along_m, half)
-        if stretch is not None:
-            b = (min(b[0], stretch[0] - half), min(b[1], stretch[1] - half),
-                 max(b[2], stretch[2] + half), max(b[3], stretch[3] + half))
-    return b
+    def site_bounds(self, site: Site, epsg: int) -> tuple[float, float, float, float]:
+        key = (site.name, site.lat, site.lon, epsg)
+        if key not in self._bounds:
+            x, y = _to_utm(epsg)(site.lon, site.lat)
+            half = self.half
+            b = (x - half, y - half, x + half, y + half)
+            if self.rivers is not None and self.along_m:
+                stretch = self.stretch(site, epsg)
+                if stretch is not None:
+                    b = (min(b[0], stretch[0] - half), min(b[1], stretch[1] - half),
+                         max(b[2], stretch[2] + half), max(b[3], stretch[3] + half))
+            self._bounds[key] = b
+        return self._bounds[key]
 
 
 def _area_id(sites: list[Site]) -> str:
@@ -238,11 +253,11 @@ def _area_id(sites: list[Site]) -> str:
     return "area-" + hashlib.sha1(key.encode()).hexdigest()[:8]
 
 
-def _group_area(group: list[Site], half, res, rivers, along_m) -> Area:
+def _group_area(group: list[Site], res, rivers: _Rivers) -> Area:
     lon = sum(s.lon for s in group) / len(group)
     lat = sum(s.lat for s in group) / len(group)
     epsg = utm_epsg(lon, lat)
-    parts = [_site_bounds(s, epsg, half, rivers, along_m) for s in group]
+    parts = [rivers.site_bounds(s, epsg) for s in group]
     bounds = (min(p[0] for p in parts), min(p[1] for p in parts), max(p[2] for p in parts), max(p[3] for p in parts))
     return Area(_area_id(group), epsg, _snap(bounds, res), list(group), res)
 
@@ -255,8 +270,9 @@ def plan_areas(sites: list[Site], half_size: float = DEFAULT_HALF_SIZE_M, res: f
         raise ValueError("half_size and res must be positive")
     along_m = along_river_km * 1000.0 if along_river_km else None
     groups = [[s] for s in sites]
+    index = _Rivers(rivers, half_size, along_m)
     while True:
-        areas = [_group_area(g, half_size, res, rivers, along_m) for g in groups]
+        areas = [_group_area(g, res, index) for g in groups]
         shapes = [a.lonlat_polygon() for a in areas]
         merged = False
         for i in range(len(groups)):
