@@ -233,3 +233,18 @@ def test_unet_trains_and_predicts_on_s2_plus_s1(tmp_path, demo, capsys):
     err = capsys.readouterr().err.strip()
     assert "VV,VH" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "none" / f"{stem}.prob.tif").exists()
+
+    # monitor stacks them the same way, pairwise; another S1 scene on the same S2 date is another observation
+    site = [o for o in load_manifest(demo).observations if o.site == obs.site]
+    ckpt = str(tmp_path / "run" / "checkpoints" / "best.ckpt")
+    mon = ["monitor", "--checkpoint", ckpt, "--site", obs.site, "--rivers", site[0].rivers, "--edge", "8", "-q",
+           "-o", str(tmp_path / "mon"), "--scenes", *[o.scene for o in site]]
+    capsys.readouterr()
+    assert main([*mon, "--s1", *[o.s1 for o in site]]) == 0
+    assert f"{obs.site}: {len(site)} new date(s), 0 already known" in capsys.readouterr().out
+    assert main([*mon, "--s1", *[o.s1 for o in site]]) == 0
+    assert f"{obs.site}: 0 new date(s), {len(site)} already known" in capsys.readouterr().out
+    assert main([*mon, "--s1", *[o.s1 for o in reversed(site)]]) == 0      # the S1 scenes swapped
+    assert f"{obs.site}: {len(site)} new date(s), {len(site)} already known" in capsys.readouterr().out
+    assert main([*mon[:-len(site)], site[0].scene, "--s1", *[o.s1 for o in site]]) == 2   # 2 S1 for 1 scene
+    assert "--s1" in capsys.readouterr().err

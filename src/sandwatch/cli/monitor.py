@@ -43,7 +43,7 @@ Examples:
 
 
 class _MonitorGroup(click.Group):
-    """A group whose own options run the monitor and whose ``--scenes`` takes several values."""
+    """A group whose own options run the monitor and whose ``--scenes`` and ``--s1`` take several values."""
 
     def parse_args(self, ctx, args):
         args = list(args)
@@ -52,10 +52,10 @@ class _MonitorGroup(click.Group):
         out, i = [], 0
         while i < len(args):
             a = args[i]
-            if a == "--scenes":
+            if a in ("--scenes", "--s1"):
                 i += 1
                 while i < len(args) and not args[i].startswith("-"):
-                    out += ["--scenes", args[i]]
+                    out += [a, args[i]]
                     i += 1
                 continue
             out.append(a)
@@ -72,6 +72,9 @@ class _MonitorGroup(click.Group):
 @click.option("--aoi", type=click.Path(path_type=Path),
               help="A ready AOI polygon file, used as it is (as predict --aoi and `sandwatch aoi` output).")
 @click.option("--scenes", multiple=True, metavar="SCENE...", help="Scenes of the site (several after one --scenes).")
+@click.option("--s1", "s1", multiple=True, metavar="S1_SCENE...",
+              help="Sentinel-1 scenes stacked on the --scenes, one per scene in the same order (several after one "
+                   "--s1): for models trained on S2+S1 bands, as predict --s1.")
 @click.option("-o", "--out-dir", type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option("--db", default=None, metavar="PATH|URL",
               help="History database: SQLite path or SQLAlchemy URL  [default: OUT_DIR/history.sqlite]")
@@ -94,7 +97,7 @@ class _MonitorGroup(click.Group):
 @click.option("--dry-run", is_flag=True, help="With --subscribers: print what would be sent; send nothing.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
-def monitor(ctx, checkpoint, site, rivers, aoi, scenes, out_dir, db, k, min_area_ha, min_valid, threshold, aoi_buffer,
+def monitor(ctx, checkpoint, site, rivers, aoi, scenes, s1, out_dir, db, k, min_area_ha, min_valid, threshold, aoi_buffer,
             cloud_test, edge, device, tta, confirm_k, confirm_prob, expire_after, mmu_ha, subs, dry_run, quiet):
     if ctx.invoked_subcommand is not None:
         return
@@ -131,7 +134,10 @@ def monitor(ctx, checkpoint, site, rivers, aoi, scenes, out_dir, db, k, min_area
     ensure_writable_dir(out_dir)
     if db is not None and "://" not in str(db):
         ensure_writable_dir(Path(db).resolve().parent, db)
-    res = monitor_site(ckpt, site, aoi_arg, list(scenes), out_dir, db=db, config=config, progress=not quiet, device=device)
+    from sandwatch.imagery import stack_each
+
+    scene_list = stack_each(list(scenes), list(s1))    # S1 on the S2 grid, pairwise; one line when counts differ
+    res = monitor_site(ckpt, site, aoi_arg, scene_list, out_dir, db=db, config=config, progress=not quiet, device=device)
     n_gaps = sum(1 for o in res.series if o["gap"])
     click.echo(f"{site}: {res.added_observations} new date(s), {res.known_observations} already known, "
                f"{len(res.series)} in all ({n_gaps} gaps); {res.added_alerts} new alert(s)")

@@ -103,6 +103,17 @@ def scene_fingerprint(source: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def stack_fingerprint(scene, source: str | os.PathLike) -> str:
+    """:func:`scene_fingerprint` of a scene, combined with those of the scenes stacked on it
+    (``metadata["stack"]``, e.g. Sentinel-1 on Sentinel-2): the same S2 date with another S1
+    scene is another observation."""
+    h = scene_fingerprint(source)
+    extra = [str(x["source"]) for x in (getattr(scene, "metadata", None) or {}).get("stack", [])]
+    if not extra:
+        return h
+    return hashlib.sha256(":".join([h, *map(scene_fingerprint, extra)]).encode()).hexdigest()
+
+
 def write_observation_raster(path: Path, mine: np.ndarray, observed: np.ndarray, grid: Grid, date: dt.date,
                              probability: np.ndarray | None = None) -> Path:
     """uint8 GeoTIFF on ``grid``: band 1 mine (1 mine, 0 not mine, 255 not observed); band 2
@@ -236,7 +247,7 @@ def _monitor_locked(checkpoint, site, aoi, scenes, out_dir: Path, *, db, config:
             if scene.date is None:
                 raise SandwatchError.about(src, "has no acquisition date",
                                            "use a scene with its date in the metadata or the name (YYYYMMDD)")
-            opened.append((scene.date, scene_fingerprint(src), scene))
+            opened.append((scene.date, stack_fingerprint(scene, src), scene))
         grid0: Grid = opened[0][2].grid
 
         # ---- site record: grid, AOI, window --------------------------------------------------
