@@ -132,7 +132,7 @@ class Scores:
 
     @property
     def precision(self) -> float:
-        return self.true_regions / self.regions if self.regions else 1.0
+        return self.true_regions / self.regions if self.regions else float("nan")   # nothing raised: no precision
 
     @property
     def recall(self) -> float:
