@@ -25,7 +25,7 @@ def quicklook(scenes, out_dir):
     the colours the `sandwatch serve` map shows. Nodata is 0. For annotating in QGIS or
     uploading to Labelbox. Written block by block, atomically.
     Example:
-      sandwatch export quicklook demo-out/data/site00/*.tif -o quicklooks/
+      sandwatch export quicklook demo-out/data/site00/20??-??-??.tif -o quicklooks/
     """
     from sandwatch.io import ensure_writable_dir
     from sandwatch.predict.naming import unique_names

@@ -35,9 +35,11 @@ what is new; a lock left by a dead run is taken over.
 \b
 Examples:
   sandwatch monitor --checkpoint best.pt --site site00 --rivers demo/site00/rivers.geojson \\
-      --scenes demo/site00/*.tif -o monitor/site00
+      --scenes demo/site00/20??-??-??.tif -o monitor/site00
   sandwatch monitor --checkpoint best.pt --site site00 --aoi site00-aoi.geojson \\
-      --scenes demo/site00/*.tif -o monitor/site00 --subscribers subscribers.yaml --dry-run
+      --scenes demo/site00/20??-??-??.tif -o monitor/site00 --subscribers subscribers.yaml --dry-run
+  sandwatch monitor --checkpoint s2s1.pt --site site00 --rivers demo/site00/rivers.geojson \\
+      --scenes demo/site00/20??-??-??.tif --s1 demo/site00/*_s1.tif -o monitor/site00   # S2 + S1 model
   sandwatch monitor report monitor/site00/history.sqlite
 """
 
