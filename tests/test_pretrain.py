@@ -97,6 +97,10 @@ def test_moco_loss_decreases_on_river_windows(demo, tmp_path, version):
 def test_moco_writes_the_ssl4eo_layout_that_zoo_and_train_read(demo, moco_run, tmp_path, capsys):
     result = moco_run
     assert [h["global_step"] for h in result.history] == [6, 12] and all(np.isfinite(result.losses))
+    # the contrastive top-1 accuracy of each epoch is recorded beside the loss (metrics.json too)
+    assert all(0 <= h["train_acc"] <= 1 for h in result.history)
+    saved_metrics = json.loads((result.run_dir / "metrics.json").read_text())["epochs"]
+    assert [h["train_acc"] for h in saved_metrics] == [h["train_acc"] for h in result.history]
     wf = read_weights(result.weights)
     assert (wf.layout, wf.arch, wf.n_bands) == ("ssl4eo-moco", "ssl4eo-resnet18", 13)
     assert {"module.queue", "module.queue_ptr"} <= set(wf.ignored)
@@ -155,11 +159,16 @@ def test_resume_after_kill_continues_the_same_step(demo, moco_run, tmp_path):
         assert torch.equal(a[k], b[k]), k
 
 
-def test_moco_continues_head_momentum_encoder_and_queue_of_its_start_file(demo, moco_run, tmp_path):
+def test_moco_continues_head_momentum_encoder_and_queue_of_its_start_file(demo, moco_run, tmp_path, monkeypatch):
     start = torch.load(moco_run.weights, weights_only=True)["state_dict"]
     from sandwatch.pretrain.runner import prepare
 
+    reads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda path, *a, **kw: reads.append(str(path)) or real_load(path, *a, **kw))
     task = prepare(moco_config(demo, tmp_path / "b", model__weights=str(moco_run.weights)))[0]
+    assert reads.count(str(moco_run.weights)) == 1     # the start file is read once (encoder + head/queue)
+    monkeypatch.undo()
     assert torch.equal(task.queue, torch.nn.functional.normalize(start["module.queue"], dim=0))
     assert torch.equal(task.key.encoder.conv1.weight, start["module.encoder_k.conv1.weight"])
     assert not torch.equal(start["module.encoder_k.conv1.weight"], start["module.encoder_q.conv1.weight"])
@@ -248,6 +257,16 @@ def test_configs_in_the_repository_are_valid():
     assert (cpu.model.arch, cpu.window, cpu.batch_size) == ("ssl4eo-resnet18", 64, 32)
     assert (gpu.model.arch, gpu.window, gpu.batch_size, gpu.moco.queue) == ("ssl4eo-resnet50", 224, 256, 65536)
     assert np.isclose(gpu.lr, 0.03)
+
+
+def test_each_moco_version_takes_its_own_optimiser_defaults(demo, tmp_path):
+    """v2 trains with SGD (base LR 0.03), v3 with AdamW (MoCo v3: base LR 1.5e-4, weight decay
+    0.1): an SGD learning rate handed to AdamW would be 200 times too large."""
+    v2 = moco_config(demo, tmp_path, optim__lr=None, optim__batch_size=64)
+    v3 = moco_config(demo, tmp_path, optim__lr=None, optim__batch_size=64, moco__version="v3")
+    assert (v2.lr, v2.weight_decay) == (pytest.approx(0.0075), 1e-4)
+    assert (v3.lr, v3.weight_decay) == (pytest.approx(3.75e-5), 0.1)
+    assert moco_config(demo, tmp_path, moco__version="v3", optim__lr=1e-3, optim__weight_decay=1e-4).lr == 1e-3
 
 
 def test_a_scene_folder_takes_dates_by_the_imagery_rule(tmp_path):

@@ -59,13 +59,15 @@ def check_window(arch: str, window: int) -> int:
     return get_spec(arch).check_window(window)
 
 
-def build_model(arch: str, bands: Sequence[str] | str | None = None, *, weights: str | os.PathLike | None = None,
+def build_model(arch: str, bands: Sequence[str] | str | None = None, *,
+                weights: str | os.PathLike | WeightsFile | None = None,
                 freeze_encoder: bool | None = None, **options: Any) -> SegmentationModel:
     """Build any model of the zoo.
 
     ``bands`` defaults to the registry's; ``options`` override :attr:`ModelSpec.default_options`
     (unknown options are an error). ``weights``: a local pretrained-weights file (any layout
-    :func:`sandwatch.models.weights.read_weights` recognises) loaded into the encoder.
+    :func:`sandwatch.models.weights.read_weights` recognises), or one already read, loaded into
+    the encoder.
     ``weights`` is *not* an architecture option and is not recorded in :attr:`model.options`
     (a checkpoint carries the trained weights themselves). ``freeze_encoder``: True freezes the
     encoder (linear probing), False trains everything; None: the spec's

@@ -111,8 +111,13 @@ def detect_layout(obj: Any) -> str | None:
 def read_weights(path: str | os.PathLike) -> WeightsFile:
     """Read a weight file safely, recognise its layout, architecture and bands, and return the
     encoder state dict with the layout's prefixes stripped and its extras set aside."""
+    return parse_weights(safe_load(path), path)
+
+
+def parse_weights(obj: Any, path: str | os.PathLike) -> WeightsFile:
+    """:func:`read_weights` of a file already read by :func:`safe_load` (``path`` names it in
+    messages), for a caller that needs the loaded object too (``sandwatch pretrain``)."""
     path = Path(path)
-    obj = safe_load(path)
     layout = detect_layout(obj)
     if layout is None:
         keys = list(obj)[:5] if isinstance(obj, dict) else type(obj).__name__

@@ -3,7 +3,8 @@
 ``method: moco`` (the SSL4EO-S12 ResNet18/50: MoCo v2, Chen et al. 2020, as SSL4EO-S12 used
 it: 128-d projection from a 2-layer MLP, a queue of 65536 keys, momentum 0.999, temperature
 0.2, SGD 0.03 x batch / 256, cosine; ``moco.version: v3``: symmetric loss with in-batch
-negatives and a predictor, no queue); ``method: mae`` (the Spectral SatMAE ViT: mask ratio
+negatives and a predictor, no queue, AdamW as MoCo v3 trains with it: base LR 1.5e-4 x batch /
+256, weight decay 0.1); ``method: mae`` (the Spectral SatMAE ViT: mask ratio
 0.75, masking independent per band group, decoder 512 wide, 8 blocks, 16 heads, group
 embedding 128, AdamW base LR 1e-4 x batch / 256, weight decay 0.05). ``method: auto`` picks
 from the architecture. Sections ``trainer`` and ``tracking`` are those of ``sandwatch train``.
@@ -90,8 +91,9 @@ class PretrainOptimConfig(_Section):
     steps: int | None = Field(None, ge=1, description="budget in optimiser steps (rounded up to whole epochs)")
     epochs: int = Field(100, ge=1, description="used when steps is None")
     batch_size: int | None = Field(None, ge=2, description="None: 256 (MoCo), 64 (MAE)")
-    lr: float | None = Field(None, gt=0, description="None: the method's base LR x batch / 256")
-    weight_decay: float | None = Field(None, ge=0, description="None: 1e-4 (MoCo), 0.05 (MAE)")
+    lr: float | None = Field(None, gt=0, description="None: the method's base LR x batch / 256 (MoCo v2 SGD 0.03, "
+                                                     "MoCo v3 AdamW 1.5e-4, MAE AdamW 1e-4)")
+    weight_decay: float | None = Field(None, ge=0, description="None: 1e-4 (MoCo v2), 0.1 (MoCo v3), 0.05 (MAE)")
     warmup: float = Field(0.0, ge=0, lt=1, description="share of steps with a linear warm-up")
 
 
@@ -142,19 +144,29 @@ class PretrainConfig(_Section):
         return self.optim.batch_size or (64 if self.kind == "mae" else 256)
 
     @property
+    def recipe(self) -> str:
+        """Whose optimiser defaults apply: ``mae``, ``moco-v2`` (SGD) or ``moco-v3`` (AdamW)."""
+        return "mae" if self.kind == "mae" else f"moco-{self.moco.version}"
+
+    @property
     def lr(self) -> float:
-        return self.optim.lr or (1e-4 if self.kind == "mae" else 0.03) * self.batch_size / 256
+        return self.optim.lr or BASE_LR[self.recipe] * self.batch_size / 256
 
     @property
     def weight_decay(self) -> float:
         wd = self.optim.weight_decay
-        return wd if wd is not None else (0.05 if self.kind == "mae" else 1e-4)
+        return wd if wd is not None else WEIGHT_DECAY[self.recipe]
 
     def to_yaml(self) -> str:
         import yaml
 
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
+
+#: the published base learning rate (x batch / 256) and weight decay of each recipe: MoCo v2 with
+#: SGD (SSL4EO-S12), MoCo v3 with AdamW (Chen et al. 2021), MAE with AdamW (SatMAE)
+BASE_LR: dict[str, float] = {"moco-v2": 0.03, "moco-v3": 1.5e-4, "mae": 1e-4}
+WEIGHT_DECAY: dict[str, float] = {"moco-v2": 1e-4, "moco-v3": 0.1, "mae": 0.05}
 
 #: ``profile: cpu``: a laptop (small batches, 2 workers, float32 on the CPU)
 PROFILES: dict[str, dict[str, Any]] = {

@@ -34,6 +34,7 @@ class PretrainTask(L.LightningModule):
         self.total_steps, self.warmup = max(1, int(total_steps)), float(warmup)
         self.metadata = dict(metadata or {})
         self.epoch_losses: list[float] = []   # this epoch's step losses (the export callback averages them)
+        self.epoch_extras: dict[str, list[float]] = {}   # this epoch's other step metrics (MoCo: train_acc)
 
     def trainable(self):
         return [p for p in self.parameters() if p.requires_grad]
@@ -50,7 +51,7 @@ class PretrainTask(L.LightningModule):
     def on_train_epoch_start(self):
         # masking and anything stochastic in the model draw from a seed of (seed, epoch): exact resume
         torch.manual_seed(self.seed * 100_003 + self.current_epoch)
-        self.epoch_losses = []
+        self.epoch_losses, self.epoch_extras = [], {}
 
     def training_step(self, batch, batch_idx):
         loss, extra = self.loss(batch)
@@ -59,6 +60,7 @@ class PretrainTask(L.LightningModule):
         self.epoch_losses.append(float(loss.detach()))
         for k, v in extra.items():
             self.log(k, v, on_step=False, on_epoch=True, batch_size=n)
+            self.epoch_extras.setdefault(k, []).append(float(v.detach()))
         return loss
 
     def loss(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -78,7 +80,7 @@ class PretrainTask(L.LightningModule):
 
 class ExportPublished(Callback):
     """After every epoch: RUN/checkpoints/pretrained.pth (the published layout, written to a
-    temporary name and renamed) and RUN/metrics.json (mean loss per epoch)."""
+    temporary name and renamed) and RUN/metrics.json (mean loss and other step metrics per epoch)."""
 
     def __init__(self, run_dir: Path, throughput=None):
         self.run_dir = Path(run_dir)
@@ -98,6 +100,7 @@ class ExportPublished(Callback):
         rec = {"epoch": int(trainer.current_epoch), "global_step": int(trainer.global_step)}
         losses = pl_module.epoch_losses
         rec["loss"] = sum(losses) / len(losses) if losses else float("nan")
+        rec.update({k: sum(v) / len(v) for k, v in pl_module.epoch_extras.items() if v})
         self.history.append(rec)
         obj = pl_module.published()
         obj[PRETRAIN_KEY] = json.loads(json.dumps({**pl_module.describe(), "epoch": rec["epoch"] + 1}))

@@ -5,7 +5,7 @@ Run directory layout::
     RUN/config.yaml                    the resolved config
     RUN/checkpoints/last.ckpt          Lightning checkpoint after every epoch (the resume point)
     RUN/checkpoints/pretrained.pth     the encoder in the published layout (what train takes)
-    RUN/metrics.json                   mean loss per epoch, throughput
+    RUN/metrics.json                   mean loss (and MoCo top-1 accuracy) per epoch, throughput
     RUN/mlflow.db, RUN/mlartifacts     MLflow tracking (default backend)
 
 The pieces are the train stage's: window sampler, observation sources, normalisations, epoch
@@ -52,12 +52,15 @@ class PretrainResult:
         return [h["loss"] for h in self.history]
 
 
-def _start_file(cfg: PretrainConfig) -> dict | None:
+def _start_file(cfg: PretrainConfig) -> tuple[dict | None, object | None]:
+    """The start file read once: the loaded object (the method continues its head, key encoder,
+    queue or decoder from it) and its parsed encoder weights (the zoo loads them), or None, None."""
     if not cfg.model.weights:
-        return None
-    from sandwatch.models.weights import safe_load
+        return None, None
+    from sandwatch.models import weights as zoo_weights
 
-    return safe_load(cfg.model.weights)
+    obj = zoo_weights.safe_load(cfg.model.weights)
+    return obj, zoo_weights.parse_weights(obj, cfg.model.weights)
 
 
 def build_task(cfg: PretrainConfig, bands, total_steps: int, metadata: dict):
@@ -65,8 +68,9 @@ def build_task(cfg: PretrainConfig, bands, total_steps: int, metadata: dict):
     from sandwatch.models import build_model
 
     options = dict(cfg.model.options)
+    start, weights = _start_file(cfg)
     try:
-        model = build_model(cfg.model.arch, bands=bands or cfg.model.bands, weights=cfg.model.weights,
+        model = build_model(cfg.model.arch, bands=bands or cfg.model.bands, weights=weights,
                             freeze_encoder=False, **options)
     except TypeError as err:
         raise SandwatchError.about("model.options", f"not accepted by {cfg.model.arch}: {err}",
@@ -74,7 +78,6 @@ def build_task(cfg: PretrainConfig, bands, total_steps: int, metadata: dict):
     kw = dict(arch=model.arch, bands=list(model.band_spec.bands), window=cfg.window, lr=cfg.lr,
               weight_decay=cfg.weight_decay, total_steps=total_steps, warmup=cfg.optim.warmup,
               seed=cfg.trainer.seed, metadata={**metadata, "options": dict(model.options)})
-    start = _start_file(cfg)
     if cfg.kind == "mae":
         from sandwatch.pretrain.mae import build_mae
 
