@@ -46,6 +46,10 @@ class Detector:
     cloud_cover: tuple[float, float] = (0.0, 0.3)
     gap_rate: float = 0.1                  #: dates mostly under cloud
 
+    def draw_cover(self, rng: np.random.Generator) -> float:
+        """One date's cloud cover: a gap date (0.95) with ``gap_rate``, else within ``cloud_cover``."""
+        return 0.95 if rng.random() < self.gap_rate else float(rng.uniform(*self.cloud_cover))
+
 
 @dataclass
 class SiteSeries:
@@ -74,6 +78,26 @@ def _ellipses(rng: np.random.Generator, shape: tuple[int, int], n: int, px: tupl
     return out
 
 
+def add_clusters(clusters: dict[int, list[np.ndarray | None]], truth, k: int, n_dates: int,
+                 window: tuple[slice, slice] = (slice(None), slice(None))) -> list[np.ndarray]:
+    """Record date ``k`` of a site's truth (a :class:`~sandwatch.synthetic.SceneTruth`) in
+    ``clusters`` (each cluster's active mask per date, cropped to ``window``; None: not active);
+    returns the active masks of that date."""
+    active = []
+    for cl in truth.clusters:
+        clusters.setdefault(cl.index, [None] * n_dates)
+        if cl.active:
+            clusters[cl.index][k] = cl.mask[window]
+            active.append(clusters[cl.index][k])
+    return active
+
+
+def series_dates(dates: int) -> list[dt.date]:
+    """The benchmark's dates: ``dates`` dates every 15 days from 2021-01-05."""
+    day0 = dt.date(2021, 1, 5)
+    return [day0 + dt.timedelta(days=15 * i) for i in range(dates)]
+
+
 def simulate_site(spec, detector: Detector = Detector(), seed: int = 0) -> SiteSeries:
     """Truth and simulated detections of one demo site (a :class:`~sandwatch.synthetic.SiteSpec`)."""
     from sandwatch.synthetic import SiteLandscape, cloud_opacity
@@ -86,13 +110,9 @@ def simulate_site(spec, detector: Detector = Detector(), seed: int = 0) -> SiteS
     confusers = [_ellipses(rng, shape, 1, detector.blob_px)
                  for _ in range(int(rng.poisson(detector.confusers_per_mpx * spec.size ** 2 / 1e6)))]
     for k, _date in enumerate(spec.dates):
-        truth = land.scene(k)
         active = np.zeros(shape, bool)
-        for cl in truth.clusters:
-            series.clusters.setdefault(cl.index, [None] * len(spec.dates))
-            if cl.active:
-                series.clusters[cl.index][k] = cl.mask
-                active |= cl.mask
+        for m in add_clusters(series.clusters, land.scene(k), k, len(spec.dates)):
+            active |= m
         false = _ellipses(rng, shape, int(rng.poisson(n_blobs)), detector.blob_px)
         false |= rng.random(shape) < detector.salt
         for c in confusers:
@@ -101,7 +121,7 @@ def simulate_site(spec, detector: Detector = Detector(), seed: int = 0) -> SiteS
         hit = active & (rng.random(shape) >= detector.miss_rate)
         prob = np.where(hit, rng.uniform(0.55, 1.0, shape), np.where(false, rng.uniform(0.5, 0.85, shape),
                                                                       rng.uniform(0.0, 0.45, shape)))
-        cover = 0.95 if rng.random() < detector.gap_rate else rng.uniform(*detector.cloud_cover)
+        cover = detector.draw_cover(rng)
         observed = cloud_opacity(shape, cover, seed=int(rng.integers(2**31))) < 0.5 if cover > 0 \
             else np.ones(shape, bool)
         series.mine.append((prob >= 0.5) & observed)
@@ -200,8 +220,7 @@ def measure(sites: int = 6, size: int = 128, dates: int = 10, seeds=(0,), detect
 
     from sandwatch.synthetic import plan_sites
 
-    day0 = dt.date(2021, 1, 5)
-    ds = [day0 + dt.timedelta(days=15 * i) for i in range(dates)]
+    ds = series_dates(dates)
     total = {"provisional": Scores(), "confirmed": Scores()}
     jobs = [(seed, spec) for seed in seeds for spec in plan_sites(sites, size, seed, ds)]
     for seed, spec in tqdm(jobs, desc="alert accuracy", unit="site", disable=not progress):
@@ -233,8 +252,7 @@ def measure_model(checkpoint, work_dir, sites: int = 6, size: int = 512, dates: 
     from sandwatch.synthetic.demo import DemoConfig, write_demo_data
 
     work_dir = Path(work_dir)
-    day0 = dt.date(2021, 1, 5)
-    ds = [day0 + dt.timedelta(days=15 * i) for i in range(dates)]
+    ds = series_dates(dates)
     total = {"provisional": Scores(), "confirmed": Scores()}
     jobs = []
     for seed in seeds:
@@ -242,8 +260,7 @@ def measure_model(checkpoint, work_dir, sites: int = 6, size: int = 512, dates: 
         cover = {}
         for spec in specs:
             rng = np.random.default_rng(np.random.SeedSequence([seed, *spec.seed, 98]))
-            cover[spec.name] = {d: 0.95 if rng.random() < clouds.gap_rate else float(rng.uniform(*clouds.cloud_cover))
-                                for d in ds}
+            cover[spec.name] = {d: clouds.draw_cover(rng) for d in ds}
         data = work_dir / f"seed{seed}"
         if not (data / "manifest.yaml").is_file():
             write_demo_data(data, config=DemoConfig(sites=sites, size=size, seed=seed, s1=False), dates=ds,
@@ -266,10 +283,7 @@ def measure_model(checkpoint, work_dir, sites: int = 6, size: int = 512, dates: 
         land = SiteLandscape(spec)
         clusters: dict[int, list[np.ndarray | None]] = {}
         for k in range(len(ds)):
-            for cl in land.scene(k).clusters:
-                clusters.setdefault(cl.index, [None] * len(ds))
-                if cl.active:
-                    clusters[cl.index][k] = cl.mask[r0:r0 + h, c0:c0 + w]
+            add_clusters(clusters, land.scene(k), k, len(ds), (slice(r0, r0 + h), slice(c0, c0 + w)))
         for stage, s in score_events(clusters, used, [(vi[e.date], e) for e in events], rules).items():
             total[stage] = total[stage].add(s)
     return total

@@ -33,14 +33,13 @@ class AlertsResult:
     paths: dict[str, Path] = field(default_factory=dict)
 
 
-def site_state(history, site: str, rules: AlertRules = AlertRules(), progress: bool = False,
-               reviews: bool = True):
-    """``(site record, window grid, AOI mask, state, events)``: the replayed alert state of a site
-    (``reviews``: with the reviewers' rejections applied)."""
+def site_state(history, site: str, rules: AlertRules = AlertRules(), progress: bool = False):
+    """``(site record, window grid, AOI mask, state, events)``: the replayed alert state of a site,
+    the reviewers' rejections applied."""
     from sandwatch.monitor.history_alerts import rejected_keys
 
     rec, wgrid, aoi, dates = site_series(history, site, rules, progress)
-    state = PixelAlerts(aoi.shape, wgrid.pixel_area_m2, rules, rejected_keys(history, rec.id) if reviews else ())
+    state = PixelAlerts(aoi.shape, wgrid.pixel_area_m2, rules, rejected_keys(history, rec.id))
     events = []
     for date, mine, observed, prob in dates:
         events += state.update(date, mine, observed, prob)

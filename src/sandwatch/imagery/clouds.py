@@ -23,6 +23,8 @@ import numpy as np
 
 #: SCL classes that are not a clear view of water or land.
 SCL_NOT_CLEAR: tuple[int, ...] = (0, 1, 3, 8, 9, 10, 11)
+#: Cloud tests a stage can ask for (``auto``: by the scene, see :func:`cloud_test_for`).
+CLOUD_TESTS: tuple[str, ...] = ("auto", "scl", "l1c", "none")
 #: Bands of the L1C spectral test (B10 optional).
 L1C_CLOUD_BANDS: tuple[str, ...] = ("B02", "B03", "B04")
 
@@ -50,8 +52,8 @@ def scl_not_clear(scl: np.ndarray, classes: tuple[int, ...] = SCL_NOT_CLEAR) -> 
 def cloud_test_for(scene, requested: str = "auto") -> str:
     """``"scl"`` (the scene has SCL), ``"l1c"`` (an L1C scene with B02/B03/B04) or ``"none"``;
     ``requested`` other than ``"auto"`` is taken as it is."""
-    if requested not in ("auto", "scl", "l1c", "none"):
-        raise ValueError(f"cloud test must be auto, scl, l1c or none, not {requested!r}")
+    if requested not in CLOUD_TESTS:
+        raise ValueError(f"cloud test must be {', '.join(CLOUD_TESTS)}, not {requested!r}")
     if requested != "auto":
         return requested
     if getattr(scene, "has_scl", False):

@@ -23,6 +23,8 @@ NOTHING``), so concurrent runs on SQLite or PostgreSQL never record a row twice.
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 import socket
@@ -119,15 +121,23 @@ def events(history: History, site_id: int | None = None, ids: list[int] | None =
         return [dict(r) for r in conn.execute(q).mappings().all()]
 
 
+@contextlib.contextmanager
+def _within(history: History, conn):
+    """``conn`` when the caller's transaction is given, else a transaction of its own."""
+    if conn is not None:
+        yield conn
+        return
+    with history._writer.begin() as own:
+        yield own
+
+
 def add_review(history: History, site_id: int, key: str, reviewer: str, note: str | None = None,
                verdict: str = "rejected", conn=None) -> bool:
     """Record a reviewer's verdict on a region; False when one was already recorded. ``conn``:
     inside that transaction (with the decision that caused it), else in one of its own."""
-    row = dict(site_id=site_id, key=key, verdict=verdict, reviewer=reviewer, note=note, created=_now())
-    if conn is not None:
-        return insert_ignore(conn, alert_reviews, row, ["site_id", "key"]) is not None
-    with history._writer.begin() as conn:
-        return insert_ignore(conn, alert_reviews, row, ["site_id", "key"]) is not None
+    with _within(history, conn) as c:
+        return insert_ignore(c, alert_reviews, dict(site_id=site_id, key=key, verdict=verdict, reviewer=reviewer,
+                                                    note=note, created=_now()), ["site_id", "key"]) is not None
 
 
 def latest_decisions(history) -> dict:
@@ -144,12 +154,10 @@ def latest_decisions(history) -> dict:
 def remove_review(history: History, site_id: int, key: str, conn=None) -> bool:
     """Withdraw a rejection (a reviewer changed their mind); False when there was none. ``conn``:
     inside that transaction, else in one of its own."""
-    stmt = alert_reviews.delete().where(
-        (alert_reviews.c.site_id == site_id) & (alert_reviews.c.key == key)).returning(alert_reviews.c.id)
-    if conn is not None:
-        return conn.execute(stmt).first() is not None
-    with history._writer.begin() as conn:
-        return conn.execute(stmt).first() is not None
+    with _within(history, conn) as c:
+        return c.execute(alert_reviews.delete().where(
+            (alert_reviews.c.site_id == site_id) & (alert_reviews.c.key == key)).returning(alert_reviews.c.id)
+        ).first() is not None
 
 
 def rejected_keys(history: History, site_id: int) -> set[str]:
