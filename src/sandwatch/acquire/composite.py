@@ -76,15 +76,15 @@ def composite_month(area: Area, cands: list[Candidate], out_dir: Path, cfg: Fetc
         med, count = median_of(stacks, clear)
         days = sorted(c.date for c in cands)
         mid = days[(len(days) - 1) // 2]
-        tags = file_tags(area, mid.isoformat(), scenes, cands, target, None)
+        clear_fraction = float((count > 0).mean())
+        tags = file_tags(area, mid.isoformat(), scenes, cands, target, clear_fraction)
         tags.update(SANDWATCH_COMPOSITE="monthly median", SANDWATCH_DATES=";".join(d.isoformat() for d in days),
-                    SANDWATCH_CLEAR_COUNT_MEAN=f"{count.mean():.4f}",
-                    SANDWATCH_CLEAR_FRACTION=f"{(count > 0).mean():.6f}")
+                    SANDWATCH_CLEAR_COUNT_MEAN=f"{count.mean():.4f}")
         write_scene_cog(path, grid, bands, med, None, tags)
     finally:
         for s in scenes:
             s.close()
-    return Fetched(area.id, mid, path, "fetched", float((count > 0).mean()), label=label)
+    return Fetched(area.id, mid, path, "fetched", clear_fraction, label=label)
 
 
 def fetch_composites(areas: list[Area], chosen: list[Candidate], out_dir, cfg: FetchConfig = FetchConfig(),

@@ -187,7 +187,8 @@ def read_item(scene, grid: Grid, bands: list[str]) -> tuple[np.ndarray, np.ndarr
     by band so that a failure names its file."""
     from sandwatch.imagery import BAND_RESAMPLING, SCL_RESAMPLING
 
-    files = {b["name"]: b for b in scene.describe(stats=False)["bands"]}
+    described = scene.describe(stats=False)
+    files = {b["name"]: b for b in described["bands"]}
     data = np.zeros((len(bands), grid.height, grid.width), np.float32)
     valid = np.ones(grid.shape, bool)
     aligned = _aligned(scene.grid, grid)
@@ -205,7 +206,7 @@ def read_item(scene, grid: Grid, bands: list[str]) -> tuple[np.ndarray, np.ndarr
                 data[i], valid = d, valid & (d != 0)
     scl = None
     if scene.has_scl:
-        scl_file = scene.describe(stats=False)["scl"]
+        scl_file = described["scl"]
         with _naming(scl_file):
             scl = scene.read_scl(window) if aligned else \
                 _warp(scl_file, 1, grid, SCL_RESAMPLING, 0).astype(np.uint8)
@@ -283,7 +284,7 @@ def _clear(scl: np.ndarray | None) -> float | None:
     return None if scl is None else float((~scl_not_clear(scl)).mean())
 
 
-def file_tags(area: Area, label: str, scenes, cands: list[Candidate], offset: float, scl) -> dict:
+def file_tags(area: Area, label: str, scenes, cands: list[Candidate], offset: float, clear: float | None) -> dict:
     level = {s.level for s in scenes}
     level_name = level.pop() if len(level) == 1 else "L2A"
     baselines = sorted({str(s.metadata.get("processing_baseline") or "") for s in scenes} - {""})
@@ -295,7 +296,7 @@ def file_tags(area: Area, label: str, scenes, cands: list[Candidate], offset: fl
             "SANDWATCH_SOURCE_BASELINES": ";".join(baselines), "SANDWATCH_STAC_URL": cands[0].stac_url,
             "SANDWATCH_COLLECTION": cands[0].collection}
     tags["RADIO_ADD_OFFSET" if level_name == "L1C" else "BOA_ADD_OFFSET"] = f"{0.0 - offset:g}"
-    if (clear := _clear(scl)) is not None:
+    if clear is not None:
         tags["SANDWATCH_CLEAR_FRACTION"] = f"{clear:.6f}"
     return tags
 
@@ -303,12 +304,9 @@ def file_tags(area: Area, label: str, scenes, cands: list[Candidate], offset: fl
 def _bands_of(scenes, wanted) -> list[str]:
     if wanted:
         return list(wanted)
-    names: list[str] = []
-    for s in scenes:
-        names += [b for b in s.bands if b not in names]
-    from sandwatch.bands import L1C_BANDS
+    from sandwatch.bands import band_order
 
-    return [b for b in L1C_BANDS if b in names]
+    return band_order({b for s in scenes for b in s.bands})
 
 
 def fetch_date(area: Area, cand: Candidate, out_dir: Path, cfg: FetchConfig) -> Fetched:
@@ -320,12 +318,12 @@ def fetch_date(area: Area, cand: Candidate, out_dir: Path, cfg: FetchConfig) -> 
         grid = area_grid(area, next((s.grid for s in scenes if s.grid.crs.to_epsg() == area.epsg), scenes[0].grid))
         bands = _bands_of(scenes, cfg.bands)
         dn, scl, offset = mosaic(scenes, grid, bands)
-        tags = file_tags(area, cand.date.isoformat(), scenes, [cand], offset, scl)
-        write_scene_cog(path, grid, bands, dn, scl, tags)
+        clear = _clear(scl)
+        write_scene_cog(path, grid, bands, dn, scl, file_tags(area, cand.date.isoformat(), scenes, [cand], offset, clear))
     finally:
         for s in scenes:
             s.close()
-    return Fetched(area.id, cand.date, path, "fetched", _clear(scl), label=cand.date.isoformat())
+    return Fetched(area.id, cand.date, path, "fetched", clear, label=cand.date.isoformat())
 
 
 def _gdal_libraries() -> list:
