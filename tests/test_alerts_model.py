@@ -43,6 +43,7 @@ def test_provisional_then_confirmed_after_k_later_clear_agreements_clouds_do_not
     assert (state.count[a] == 3).all() and (state.clear[a] == 3).all()     # the cloudy date is not counted
     # confidence = mean p (0.9) x agreement (3/3) x min(1, 3/3)
     assert state.confidence()[a] == pytest.approx(0.9, abs=1e-6)
+    assert np.array_equal(state.confidence(a), state.confidence()[a])     # the masked form, same values
     # a confirmed pixel stays confirmed when mining is no longer seen
     feed_more = [state.update(D[4 + i], np.zeros(SHAPE, bool), ALL) for i in range(4)]
     assert feed_more == [[], [], [], []] and (state.status[a] == CONFIRMED).all()

@@ -128,12 +128,15 @@ class PixelAlerts:
     def live(self) -> np.ndarray:
         return (self.status == PROVISIONAL) | (self.status == CONFIRMED)
 
-    def confidence(self) -> np.ndarray:
-        """Pixel confidence 0..1 (0 where no alert was ever raised)."""
-        n = self.count.astype(np.float32)
+    def confidence(self, mask: np.ndarray | None = None) -> np.ndarray:
+        """Pixel confidence 0..1 (0 where no alert was ever raised): of the whole window, or only
+        of the pixels of ``mask`` (1-D, in row order)."""
+        sel = slice(None) if mask is None else mask
+        n = self.count[sel].astype(np.float32)
+        clear = self.clear[sel]
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean_p = np.where(n > 0, self.psum / np.maximum(n, 1), 0.0)
-            agree = np.where(self.clear > 0, n / np.maximum(self.clear, 1), 0.0)
+            mean_p = np.where(n > 0, self.psum[sel] / np.maximum(n, 1), 0.0)
+            agree = np.where(clear > 0, n / np.maximum(clear, 1), 0.0)
         return (mean_p * agree * np.minimum(1.0, n / (self.rules.confirm_k + 1))).astype(np.float32)
 
     def update(self, date: dt.date, mine: np.ndarray, observed: np.ndarray,
@@ -262,7 +265,7 @@ class PixelAlerts:
 
     def _event(self, rid: int, status: str, date: dt.date, mask: np.ndarray) -> RegionEvent:
         n = self.count[mask].astype(np.float64)
-        conf_px = self.confidence()[mask]
+        conf_px = self.confidence(mask)        # the region's pixels only: not a whole-window pass per region
         return RegionEvent(
             key=self.regions[rid].key, region=rid, status=status, date=date,
             first_date=dt.date.fromordinal(int(self.first[mask].min())),
