@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sandwatch.alerts.layers import event_properties
+from sandwatch.alerts.layers import event_feature
 from sandwatch.alerts.model import EVENT_RANK
 from sandwatch.alerts.subscribers import Subscriber, Subscribers
 from sandwatch.io import atomic_output, ensure_writable_dir, make_dirs
@@ -93,9 +93,7 @@ def plan(history, subscribers: Subscribers, sites: list[str] | None = None
             continue
         ctx[rec.name] = rec
         for ev in read_events(history, rec.id):
-            props = event_properties(ev, rec.name)
-            feature = {"type": "Feature", "geometry": json.loads(ev["geojson"]) if ev["geojson"] else None,
-                       "properties": props}
+            feature = event_feature(ev, rec.name)
             for sub in subscribers.subscribers:
                 if not matches(sub, rec.name, ev):
                     continue
@@ -118,9 +116,8 @@ def write_feed(folder: Path, name: str, rows: list[tuple[str, dict]]) -> list[Pa
     make_dirs(folder)
     feats, table = [], []
     for site, ev in rows:
-        props = event_properties(ev, site)
-        feats.append({"type": "Feature", "geometry": json.loads(ev["geojson"]) if ev["geojson"] else None,
-                      "properties": props})
+        feats.append(event_feature(ev, site))
+        props = feats[-1]["properties"]
         table.append([props[c] if props[c] is not None else "" for c in FEED_COLUMNS])
     gj = write_feature_collection(folder / f"{_slug(name)}.geojson", feats)
     path = folder / f"{_slug(name)}.csv"
@@ -159,13 +156,17 @@ def deliver(db: str | os.PathLike, subscribers: Subscribers, out_dir: str | os.P
                 ensure_writable_dir(sub.feed, f"feed of subscriber {sub.name}")
         ensure_writable_dir(png_dir)
         new = [m for m in msgs if (m["event_id"], m["subscriber"], m["channel"], m["target"]) not in done]
+        observations: dict[str, list] = {}      # per site, read once for all its figures
         for m in new:                           # recorded messages keep the PNG they were recorded with
             if m["attachment"] is None:
                 continue
             png = png_dir / m["attachment"]
             m["attachment"] = str(png)
             if not png.is_file():
-                _png(history, ctx[m["_site"]], m["_event"], png)
+                rec = ctx[m["_site"]]
+                if rec.name not in observations:
+                    observations[rec.name] = history.observations(rec.id)
+                _png(rec, observations[rec.name], m["_event"], png)
         report.recorded = hx.enqueue(history, [{k: v for k, v in m.items() if not k.startswith("_")} for m in new])
         for sub in subscribers.subscribers:
             if sub.feed is not None:
@@ -176,13 +177,13 @@ def deliver(db: str | os.PathLike, subscribers: Subscribers, out_dir: str | os.P
         history.close()
 
 
-def _png(history, rec, event: dict, path: Path) -> None:
+def _png(rec, observations: list[dict], event: dict, path: Path) -> None:
     from sandwatch.alerts.figure import alert_png
     from sandwatch.grid import Window
     from sandwatch.monitor.run import _site_grid
 
     make_dirs(path.parent)
-    alert_png(path, event, history.observations(rec.id), _site_grid(rec), Window(*rec.window), rec.name)
+    alert_png(path, event, observations, _site_grid(rec), Window(*rec.window), rec.name)
 
 
 def _send_pending(history, subscribers: Subscribers, report: DeliveryReport, on_sent, sleep, progress) -> None:

@@ -106,7 +106,11 @@ def event_properties(row: dict, site: str) -> dict:
             "confidence": round(row["confidence"], 4), "latitude": row["latitude"], "longitude": row["longitude"]}
 
 
-def region_feature(e: RegionEvent, grid: Grid, site: str) -> dict:
-    row = event_row(e, grid)
+def event_feature(row: dict, site: str) -> dict:
+    """An event row (``alert_events`` or :func:`event_row`) as a GeoJSON feature in WGS84."""
     return {"type": "Feature", "geometry": json.loads(row["geojson"]) if row["geojson"] else None,
             "properties": event_properties(row, site)}
+
+
+def region_feature(e: RegionEvent, grid: Grid, site: str) -> dict:
+    return event_feature(event_row(e, grid), site)
