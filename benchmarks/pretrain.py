@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -50,12 +51,27 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 PROBE = {
-    "model": {"arch": "ssl4eo-resnet18", "freeze_encoder": True, "options": {"decoder_channels": [8, 16, 32, 64]}},
+    "model": {"freeze_encoder": True},
     "data": {"window": 64, "epoch_windows": 512, "num_workers": 2},   # 32 steps an epoch: 10 validations in 320 steps
     "optim": {"batch_size": 16, "lr": 1e-3, "schedule": "cosine", "warmup": 0.05},
     "cache": {"enabled": True, "max_gb": 2.0},
     "trainer": {"accelerator": "cpu", "progress_bar": False},
     "tracking": {"backend": "none", "overlays": 0},
+}
+
+
+#: the encoder of each arm and its method: the probe's model and the pre-training's overrides of
+#: configs/pretrain-cpu.yaml. ``resnet18``: SSL4EO-S12 ResNet18 + light U-Net decoder, MoCo;
+#: ``satmae``: the narrow Spectral SatMAE of that config's comment (192 wide, 4 blocks, 3 heads,
+#: channel embedding 64, 64 px) + a 64-wide progressive-upsampling decoder, MAE (75 % masked).
+NARROW_VIT = {"embed_dim": 192, "depth": 4, "num_heads": 3, "channel_embed": 64, "img_size": 64}
+ARCHS = {
+    "resnet18": {"probe": {"arch": "ssl4eo-resnet18", "options": {"decoder_channels": [8, 16, 32, 64]}},
+                 "pretrain": []},
+    "satmae": {"probe": {"arch": "satmae-base", "options": {**NARROW_VIT, "decoder_channels": 64}},
+               "pretrain": ["model.arch=satmae-base", f"model.options={json.dumps(NARROW_VIT)}",
+                            "mae.decoder_dim=128", "mae.decoder_depth=2", "mae.decoder_heads=4",
+                            "mae.decoder_channel_embed=32"]},
 }
 
 
@@ -104,11 +120,12 @@ def run_pretrain(manifest: Path, run_dir: Path, steps: int, extra: list[str]) ->
     return weights, info
 
 
-def run_probe(manifest: Path, run_dir: Path, seed: int, steps: int, weights: Path | None, extra: dict) -> dict:
+def run_probe(manifest: Path, run_dir: Path, seed: int, steps: int, weights: Path | None, extra: dict,
+              arch: str = "resnet18") -> dict:
     from sandwatch.train.config import _deep_merge, config_from_dict
     from sandwatch.train.runner import train
 
-    data = _deep_merge(PROBE, extra)
+    data = _deep_merge(_deep_merge(PROBE, {"model": ARCHS[arch]["probe"]}), extra)
     data.update({"manifest": str(manifest), "run_dir": str(run_dir)})
     data["model"] = {**data["model"], "weights": str(weights) if weights else None}
     data["optim"] = {**data["optim"], "steps": steps}
@@ -132,6 +149,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--pretrain-steps", type=int, default=320)
     ap.add_argument("--probe-steps", type=int, default=320)
+    ap.add_argument("--arch", choices=sorted(ARCHS), default="resnet18",
+                    help="resnet18: SSL4EO ResNet18, MoCo (default); satmae: a narrow SatMAE ViT, MAE")
     ap.add_argument("--pretrain-set", action="append", default=[], metavar="KEY=VALUE",
                     help="a `sandwatch pretrain --set` override of configs/pretrain-cpu.yaml (repeatable), "
                          "e.g. moco.version=v2")
@@ -141,7 +160,7 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore")
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))   # 1 when two benchmarks share 2 cores
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     rows, lines = [], []
     for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
@@ -153,7 +172,8 @@ def main(argv=None) -> int:
             pre_extra = ["model.bands=[R,G,B]", "model.normalization=scene"]
             probe_extra = {"model": {"bands": ["R", "G", "B"], "normalization": "scene"},
                            "loss": {"dice_weight": 1.0}, "data": {"low_confidence_weight": 0.5}}
-        weights, info = run_pretrain(manifest, out / "pretrain", args.pretrain_steps, pre_extra + args.pretrain_set)
+        weights, info = run_pretrain(manifest, out / "pretrain", args.pretrain_steps,
+                                     ARCHS[args.arch]["pretrain"] + pre_extra + args.pretrain_set)
         loss, acc = info["losses"], info.get("top1", [])
         print(f"[{name}] pretrain: {info['steps']} steps in {info['seconds']:.0f} s, epoch loss {loss[0]:.3f} -> "
               f"{loss[-1]:.3f}" + (f", contrastive top-1 {acc[0]:.3f} -> {acc[-1]:.3f}" if acc else ""), flush=True)
@@ -162,7 +182,7 @@ def main(argv=None) -> int:
             for init, w in (("random", None), ("pretrained", weights)):
                 run_dir = out / f"probe-{init}-seed{seed}"
                 res = json.loads((run_dir / "probe.json").read_text()) if (run_dir / "probe.json").is_file() \
-                    else run_probe(manifest, run_dir, seed, args.probe_steps, w, probe_extra)
+                    else run_probe(manifest, run_dir, seed, args.probe_steps, w, probe_extra, args.arch)
                 (run_dir / "probe.json").write_text(json.dumps(res))
                 aps[init].append(res["ap"])
                 rows.append({"dataset": name, "init": init, "seed": seed, **res})
@@ -172,7 +192,7 @@ def main(argv=None) -> int:
         lines += [f"[{name}] (a) random init : {spread(aps['random'])}",
                   f"[{name}] (b) pre-trained : {spread(aps['pretrained'])}",
                   f"[{name}] ratio (b)/(a) of mean AP: {b / a:.2f}" if a > 0 else f"[{name}] (a) has AP 0"]
-    print("\n".join(["", "held-out AP inside the river AOI, linear probe (frozen ResNet18 + light decoder):", *lines]))
+    print("\n".join(["", f"held-out AP inside the river AOI, linear probe (frozen {args.arch} + light decoder):", *lines]))
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=1))
     return 0

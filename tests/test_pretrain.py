@@ -279,3 +279,64 @@ def test_a_scene_folder_takes_dates_by_the_imagery_rule(tmp_path):
     # an impossible date is no date (no traceback); compact dates are read too
     assert dates == {"a/2021-01-15": "2021-01-15", "b/S2A_MSIL2A_20230216T102101": "2023-02-16",
                      "c/2023-02-30": "1970-01-01"}
+
+
+def mim_config(manifest, run_dir, **over):
+    cfg = moco_config(manifest, run_dir, **over).model_dump()
+    cfg["method"] = "mim"
+    cfg["mim"] = {"patch": 8, "mask_ratio": 0.5, "decoder_channels": [8, 8, 16, 16]}
+    cfg["optim"]["lr"] = 3e-3
+    return pretrain_config(cfg)
+
+
+def test_mim_learns_and_writes_the_ssl4eo_layout_that_the_zoo_reads(demo, tmp_path):
+    """SimMIM on the ResNet: the masked-pixel error falls, the file is an SSL4EO MoCo file with the
+    query encoder only (no head, key encoder or queue), which the zoo loads bit for bit, frozen."""
+    result = pretrain(mim_config(demo, tmp_path / "run", optim__epochs=3))
+    assert [h["global_step"] for h in result.history] == [6, 12, 18]
+    assert result.losses[-1] < 0.7 * result.losses[0], result.losses
+    saved = torch.load(result.weights, weights_only=True)
+    assert saved["sandwatch_pretrain"]["method"] == "mim" and saved["arch"] == "resnet18"
+    assert all(k.startswith("module.encoder_q.") and ".fc." not in k for k in saved["state_dict"])
+    wf = read_weights(result.weights)
+    assert (wf.layout, wf.arch, wf.n_bands, wf.ignored) == ("ssl4eo-moco", "ssl4eo-resnet18", 13, [])
+    model = build_model("ssl4eo-resnet18", weights=result.weights)
+    assert model.encoder_frozen
+    for k, v in model.encoder.state_dict().items():
+        assert torch.equal(v, saved["state_dict"]["module.encoder_q." + k]), k
+
+
+def test_mim_masks_squares_and_keeps_the_statistics_of_real_windows(demo, tmp_path):
+    """Exactly round(ratio x squares) squares masked per window, constant inside each square; the
+    BatchNorm running statistics after a step are those of the unmasked windows (the masked
+    forward leaves them), so a frozen encoder is normalised for real scenes."""
+    import copy
+
+    from sandwatch.pretrain.runner import prepare
+
+    task, loader, _ = prepare(mim_config(demo, tmp_path / "m"))
+    m = task.mask(3, 32, 40, "cpu")                  # 4 x 5 squares of 8 px, the last column cut
+    assert m.shape == (3, 1, 32, 40)
+    squares = m[:, 0, ::8, ::8]
+    assert squares.shape == (3, 4, 5) and (squares.sum(dim=(1, 2)) == 10).all()
+    assert torch.equal(m, squares.repeat_interleave(8, 1).repeat_interleave(8, 2)[:, None, :32, :40])
+    assert not torch.equal(squares[0], squares[1])
+    x = next(iter(loader))["image"]
+    task.train()
+    reference = copy.deepcopy(task.encoder)
+    reference(x)                                     # running statistics of the unmasked batch
+    loss, _ = task.loss({"image": x})
+    assert torch.isfinite(loss) and loss > 0
+    for (name, a), b in zip(task.encoder.named_buffers(), reference.buffers()):
+        if "running" in name:
+            assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_mim_suits_the_resnets_only(demo, tmp_path):
+    with pytest.raises(SandwatchError, match="does not suit satmae-base"):
+        pretrain_config({"manifest": str(demo), "method": "mim", "model": {"arch": "satmae-base"}})
+    with pytest.raises(SandwatchError, match="use moco or mim"):
+        pretrain_config({"manifest": str(demo), "method": "mae", "model": {"arch": "ssl4eo-resnet18"}})
+    cfg = pretrain_config({"manifest": str(demo), "method": "mim", "model": {"arch": "ssl4eo-resnet18"}})
+    assert (cfg.kind, cfg.window, cfg.batch_size, cfg.weight_decay) == ("mim", 96, 64, 0.05)
+    assert np.isclose(cfg.lr, 1e-4 * 64 / 256)

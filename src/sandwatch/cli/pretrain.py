@@ -26,6 +26,9 @@ def pretrain(config, overrides, resume, print_config):
                           has several dates of a site (seasonal contrast, as SSL4EO-S12)
       satmae-base/large   masked autoencoding: 75 % of each band group's patches hidden,
                           the decoder (re-created when the checkpoint lacks it) redraws them
+      --set method=mim    for the ResNets: masked image modelling (SimMIM): 60 % of 16 px
+                          squares hidden, a U-Net decoder redraws them; keeps the colour
+                          cues that contrastive views teach the encoder to ignore
 
     \b
     Output, in run_dir:

@@ -6,7 +6,8 @@
 
 Pieces: :mod:`.config` (typed config, published defaults), :mod:`.data` (windows inside the
 river AOI, two views / seasonal pairs), :mod:`.moco` (MoCo v2/v3 for the SSL4EO-S12 ResNets),
-:mod:`.mae` (masked autoencoding for the SatMAE group-channel ViT), :mod:`.module` (shared
+:mod:`.mae` (masked autoencoding for the SatMAE group-channel ViT), :mod:`.mim` (SimMIM masked
+image modelling for the ResNets), :mod:`.module` (shared
 Lightning pieces, export of the published file), :mod:`.runner` (Trainer, resume, tracking).
 """
 

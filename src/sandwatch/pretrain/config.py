@@ -87,6 +87,15 @@ class MaeConfig(_Section):
     norm_pix_loss: bool = False
 
 
+class MimConfig(_Section):
+    """``method: mim`` for the SSL4EO ResNets: SimMIM (masked squares, L1 on the masked pixels)."""
+
+    patch: int = Field(16, ge=2, description="side of the masked squares in pixels")
+    mask_ratio: float = Field(0.6, gt=0, lt=1, description="share of the squares masked")
+    decoder_channels: list[int] = Field(default_factory=lambda: [32, 64, 128, 256],
+                                        description="reconstruction U-Net decoder, finest first (not kept)")
+
+
 class PretrainOptimConfig(_Section):
     steps: int | None = Field(None, ge=1, description="budget in optimiser steps (rounded up to whole epochs)")
     epochs: int = Field(100, ge=1, description="used when steps is None")
@@ -104,11 +113,13 @@ class PretrainConfig(_Section):
     scenes: str | None = Field(None, description="a folder of scenes (AOI from each scene's water index)")
     run_dir: str = "runs/pretrain"
     profile: Literal["default", "cpu"] = "default"
-    method: Literal["auto", "moco", "mae"] = "auto"
+    method: Literal["auto", "moco", "mim", "mae"] = Field(
+        "auto", description="auto: moco for the SSL4EO ResNets, mae for SatMAE; mim: SimMIM for the ResNets")
     data: PretrainDataConfig = Field(default_factory=PretrainDataConfig)
     model: PretrainModelConfig = Field(default_factory=PretrainModelConfig)
     moco: MocoConfig = Field(default_factory=MocoConfig)
     mae: MaeConfig = Field(default_factory=MaeConfig)
+    mim: MimConfig = Field(default_factory=MimConfig)
     optim: PretrainOptimConfig = Field(default_factory=PretrainOptimConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     tracking: TrackingConfig = Field(default_factory=lambda: TrackingConfig(experiment="sandwatch-pretrain"))
@@ -120,33 +131,37 @@ class PretrainConfig(_Section):
         if not self.model.arch.startswith(("ssl4eo-resnet", "satmae-")):
             raise ValueError(f"{self.model.arch} has no self-supervised method here: use ssl4eo-resnet18/50 (MoCo) "
                              "or satmae-base/large (MAE)")
-        want = self.kind
-        if self.method not in ("auto", want):
-            raise ValueError(f"method {self.method} does not suit {self.model.arch} (use {want})")
+        vit = self.model.arch.startswith("satmae")
+        if self.method != "auto" and (self.method == "mae") != vit:
+            raise ValueError(f"method {self.method} does not suit {self.model.arch} "
+                             f"(use {'mae' if vit else 'moco or mim'})")
         lo, hi = self.moco.crop_scale
         if not 0 < lo <= hi <= 1:
             raise ValueError("moco.crop_scale must be two shares 0 < low <= high <= 1")
         if self.data.window is None:   # resolved here, so the run's config.yaml says what was used
-            self.data.window = 96 if self.kind == "mae" else 224
+            self.data.window = self.window
         return self
 
     # ---- resolved values ------------------------------------------------------------------
     @property
     def kind(self) -> str:
-        return "mae" if self.model.arch.startswith("satmae") else "moco"
+        """The method: ``mae`` (SatMAE), ``mim`` or ``moco`` (SSL4EO ResNets; auto: moco)."""
+        if self.model.arch.startswith("satmae"):
+            return "mae"
+        return "mim" if self.method == "mim" else "moco"
 
     @property
     def window(self) -> int:
-        return int(self.data.window or (96 if self.kind == "mae" else 224))
+        return int(self.data.window or (224 if self.kind == "moco" else 96))
 
     @property
     def batch_size(self) -> int:
-        return self.optim.batch_size or (64 if self.kind == "mae" else 256)
+        return self.optim.batch_size or (256 if self.kind == "moco" else 64)
 
     @property
     def recipe(self) -> str:
-        """Whose optimiser defaults apply: ``mae``, ``moco-v2`` (SGD) or ``moco-v3`` (AdamW)."""
-        return "mae" if self.kind == "mae" else f"moco-{self.moco.version}"
+        """Whose optimiser defaults apply: ``mae``, ``mim``, ``moco-v2`` (SGD) or ``moco-v3`` (AdamW)."""
+        return f"moco-{self.moco.version}" if self.kind == "moco" else self.kind
 
     @property
     def lr(self) -> float:
@@ -164,9 +179,10 @@ class PretrainConfig(_Section):
 
 
 #: the published base learning rate (x batch / 256) and weight decay of each recipe: MoCo v2 with
-#: SGD (SSL4EO-S12), MoCo v3 with AdamW (Chen et al. 2021), MAE with AdamW (SatMAE)
-BASE_LR: dict[str, float] = {"moco-v2": 0.03, "moco-v3": 1.5e-4, "mae": 1e-4}
-WEIGHT_DECAY: dict[str, float] = {"moco-v2": 1e-4, "moco-v3": 0.1, "mae": 0.05}
+#: SGD (SSL4EO-S12), MoCo v3 with AdamW (Chen et al. 2021), MAE with AdamW (SatMAE), SimMIM with
+#: AdamW (8e-4 at batch 2048)
+BASE_LR: dict[str, float] = {"moco-v2": 0.03, "moco-v3": 1.5e-4, "mae": 1e-4, "mim": 1e-4}
+WEIGHT_DECAY: dict[str, float] = {"moco-v2": 1e-4, "moco-v3": 0.1, "mae": 0.05, "mim": 0.05}
 
 #: ``profile: cpu``: a laptop (small batches, 2 workers, float32 on the CPU)
 PROFILES: dict[str, dict[str, Any]] = {

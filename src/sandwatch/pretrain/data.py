@@ -11,7 +11,7 @@ MoCo items hold two views of one window (``image``, ``image2``): each a random r
 (``moco.crop_scale`` of the area, aspect 3/4..4/3) resized back to the window, one of the 8
 rotations/flips and the train stage's colour/haze jitter. With ``data.seasonal`` and a site
 with several dates on the same grid, the second view is the same place on another date
-(SSL4EO-S12's seasonal contrast). MAE items hold one window (``image``), rotated/flipped.
+(SSL4EO-S12's seasonal contrast). MAE and MIM items hold one window (``image``), rotated/flipped.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def resized_crop(x: np.ndarray, rng: np.random.Generator, scale: tuple[float, fl
 
 
 class PretrainWindows(Dataset):
-    """``(epoch, scene, k)`` -> one view (``kind='mae'``) or two views (``'moco'``) of a window."""
+    """``(epoch, scene, k)`` -> one view (``kind`` 'mae', 'mim') or two views (``'moco'``) of a window."""
 
     def __init__(self, sources: Sequence, plans: Sequence[SceneWindows | None], norms: Sequence[Normalization], *,
                  size: int, seed: int = 0, kind: str = "moco", partners: Sequence[Sequence[int]] | None = None,
@@ -132,7 +132,7 @@ class PretrainWindows(Dataset):
         epoch, s, k = item
         window, d = self.plans[s].window(self.seed, epoch, s, k, self.size)
         key = torch.tensor([s, k, d], dtype=torch.int64)
-        if self.kind == "mae":
+        if self.kind != "moco":            # mae, mim: one view
             return {"image": torch.from_numpy(dihedral(self.read(s, window, None), d)), "key": key}
         rng = np.random.default_rng([self.seed & 0xFFFFFFFF, int(epoch), int(s), int(k), 69069])
         other = int(rng.choice(self.partners[s])) if self.partners[s] else s

@@ -82,6 +82,10 @@ def build_task(cfg: PretrainConfig, bands, total_steps: int, metadata: dict):
         from sandwatch.pretrain.mae import build_mae
 
         return model, build_mae(model, cfg, start, **kw)
+    if cfg.kind == "mim":
+        from sandwatch.pretrain.mim import build_mim
+
+        return model, build_mim(model, cfg, start, **kw)
     from sandwatch.pretrain.moco import build_moco
 
     return model, build_moco(model, cfg, start, **kw)
