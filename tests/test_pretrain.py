@@ -254,7 +254,10 @@ def test_configs_in_the_repository_are_valid():
     root = Path(__file__).resolve().parents[1] / "configs"
     cpu = load_pretrain_config(root / "pretrain-cpu.yaml")
     gpu = load_pretrain_config(root / "pretrain.yaml")
-    assert (cpu.model.arch, cpu.window, cpu.batch_size) == ("ssl4eo-resnet18", 64, 32)
+    assert (cpu.model.arch, cpu.kind, cpu.window, cpu.batch_size, cpu.optim.steps) == ("ssl4eo-resnet18", "mim", 64, 32, 960)
+    assert np.isclose(cpu.lr, 1e-3)
+    moco = load_pretrain_config(root / "pretrain-cpu.yaml", ["method=moco", "optim.lr=0.03"])   # as its comment says
+    assert (moco.kind, moco.recipe, moco.moco.queue, moco.lr) == ("moco", "moco-v2", 4096, 0.03)
     assert (gpu.model.arch, gpu.window, gpu.batch_size, gpu.moco.queue) == ("ssl4eo-resnet50", 224, 256, 65536)
     assert np.isclose(gpu.lr, 0.03)
 

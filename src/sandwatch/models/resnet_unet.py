@@ -101,7 +101,15 @@ def build_resnet_unet(depth: str, n_bands: int, decoder_channels: Sequence[int] 
 _FILE_BANDS = {13: L1C_BANDS, 12: L2A_BANDS, 3: ("B04", "B03", "B02")}
 #: (bottleneck blocks, blocks in layer3) -> registry name
 _DEPTHS = {(False, 2): "ssl4eo-resnet18", (True, 6): "ssl4eo-resnet50"}
-_MOCO_PREFIX = "module.encoder_q."
+MOCO_QUERY = "module.encoder_q."    #: key prefix of the query encoder in an SSL4EO-S12 MoCo file
+MOCO_KEY = "module.encoder_k."      #: ... and of its momentum (key) encoder
+
+
+def moco_file(arch: str, epoch: int, state_dict: dict[str, torch.Tensor]) -> dict:
+    """An SSL4EO-S12 MoCo file (the ``ssl4eo-moco`` layout below) around ``state_dict`` (keys
+    already prefixed): ``{"epoch", "arch": "resnet18"/"resnet50", "state_dict"}``; ``arch`` a
+    registry name (``ssl4eo-resnet18``) or the bare depth."""
+    return {"epoch": int(epoch), "arch": arch.removeprefix("ssl4eo-"), "state_dict": state_dict}
 
 
 def resnet_facts(sd: dict[str, torch.Tensor]) -> FileFacts:
@@ -115,9 +123,9 @@ def resnet_facts(sd: dict[str, torch.Tensor]) -> FileFacts:
 
 MOCO = WeightLayout(
     "ssl4eo-moco", "original SSL4EO-S12 MoCo checkpoint (state_dict, module.encoder_q.*)",
-    recognise=lambda obj: is_tensor_dict(obj.get("state_dict")) and any(k.startswith(_MOCO_PREFIX) for k in obj["state_dict"]),
+    recognise=lambda obj: is_tensor_dict(obj.get("state_dict")) and any(k.startswith(MOCO_QUERY) for k in obj["state_dict"]),
     tensors=lambda obj: obj["state_dict"],
-    ignore=r"^(module\.encoder_q\.fc\.|module\.encoder_k\.|(module\.)?queue)", strip=_MOCO_PREFIX,
+    ignore=rf"^({re.escape(MOCO_QUERY)}fc\.|{re.escape(MOCO_KEY)}|(module\.)?queue)", strip=MOCO_QUERY,
     facts=resnet_facts, info=lambda obj: {k: obj[k] for k in ("epoch", "arch") if k in obj})
 TIMM = WeightLayout(
     "timm", "torchgeo/timm plain ResNet state dict",

@@ -31,10 +31,9 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from sandwatch.models.resnet_unet import MOCO_QUERY, moco_file
 from sandwatch.models.unet import UNetDecoder
 from sandwatch.pretrain.module import PretrainTask
-
-_Q = "module.encoder_q."
 
 
 @contextmanager
@@ -88,9 +87,8 @@ class MimTask(PretrainTask):
         return err.sum() / (m.float().sum() * x.shape[1]).clamp_min(1.0), {}
 
     def published(self) -> dict:
-        sd = {_Q + k: v.detach().cpu().clone() for k, v in self.encoder.state_dict().items()}
-        depth = self.arch.rsplit("-", 1)[-1] if self.arch.startswith("ssl4eo-") else self.arch
-        return {"epoch": int(self.current_epoch), "arch": depth, "state_dict": sd}
+        sd = {MOCO_QUERY + k: v.detach().cpu().clone() for k, v in self.encoder.state_dict().items()}
+        return moco_file(self.arch, self.current_epoch, sd)
 
 
 def build_mim(model, cfg, start: dict | None, **kw) -> MimTask:

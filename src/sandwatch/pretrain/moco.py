@@ -29,9 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sandwatch.models.resnet_unet import MOCO_KEY as _K
+from sandwatch.models.resnet_unet import MOCO_QUERY as _Q
+from sandwatch.models.resnet_unet import moco_file
 from sandwatch.pretrain.module import PretrainTask
-
-_Q, _K = "module.encoder_q.", "module.encoder_k."
 
 
 class ProjectedEncoder(nn.Module):
@@ -143,8 +144,7 @@ class MocoTask(PretrainTask):
     def published(self) -> dict:
         sd = {**self.query.published_state(_Q), **self.key.published_state(_K),
               "module.queue": self.queue.detach().cpu().clone(), "module.queue_ptr": self.queue_ptr.detach().cpu().clone()}
-        depth = self.arch.rsplit("-", 1)[-1] if self.arch.startswith("ssl4eo-") else self.arch
-        return {"epoch": int(self.current_epoch), "arch": depth, "state_dict": sd}
+        return moco_file(self.arch, self.current_epoch, sd)
 
 
 def _fits(module: nn.Module, sd: dict[str, torch.Tensor]) -> bool:
