@@ -340,6 +340,8 @@ def test_mim_suits_the_resnets_only(demo, tmp_path):
         pretrain_config({"manifest": str(demo), "method": "mim", "model": {"arch": "satmae-base"}})
     with pytest.raises(SandwatchError, match="use moco or mim"):
         pretrain_config({"manifest": str(demo), "method": "mae", "model": {"arch": "ssl4eo-resnet18"}})
+    with pytest.raises(SandwatchError, match="4 positive widths"):
+        pretrain_config({"manifest": str(demo), "method": "mim", "mim": {"decoder_channels": [8, 16, 32]}})
     cfg = pretrain_config({"manifest": str(demo), "method": "mim", "model": {"arch": "ssl4eo-resnet18"}})
     assert (cfg.kind, cfg.window, cfg.batch_size, cfg.weight_decay) == ("mim", 96, 64, 0.05)
     assert np.isclose(cfg.lr, 1e-4 * 64 / 256)

@@ -95,6 +95,13 @@ class MimConfig(_Section):
     decoder_channels: list[int] = Field(default_factory=lambda: [32, 64, 128, 256],
                                         description="reconstruction U-Net decoder, finest first (not kept)")
 
+    @field_validator("decoder_channels")
+    @classmethod
+    def _four_levels(cls, v):
+        if len(v) != 4 or min(v) < 1:
+            raise ValueError("mim.decoder_channels needs 4 positive widths, finest first (the ResNet's 4 up steps)")
+        return v
+
 
 class PretrainOptimConfig(_Section):
     steps: int | None = Field(None, ge=1, description="budget in optimiser steps (rounded up to whole epochs)")
