@@ -108,7 +108,8 @@ class MaeTask(PretrainTask):
     def mask(self, n: int, groups: int, length: int, device) -> torch.Tensor:
         """Indices (N, G, V) of the visible tokens of each group."""
         visible = max(1, int(round(length * (1 - self.mask_ratio))))
-        noise = torch.rand(n, 1 if self.spatial_mask else groups, length, device=device).expand(n, groups, length)
+        noise = torch.rand(n, 1 if self.spatial_mask else groups, length, generator=self.step_generator())
+        noise = noise.to(device).expand(n, groups, length)
         return noise.argsort(dim=2)[..., :visible]
 
     def loss(self, batch):

@@ -68,7 +68,7 @@ class MimTask(PretrainTask):
         gh, gw = -(-h // self.patch), -(-w // self.patch)
         squares = gh * gw
         k = min(squares, max(1, int(round(squares * self.mask_ratio))))
-        order = torch.rand(n, squares, device=device).argsort(dim=1)
+        order = torch.rand(n, squares, generator=self.step_generator()).to(device).argsort(dim=1)
         m = torch.zeros(n, squares, device=device)
         m.scatter_(1, order[:, :k], 1.0)
         m = m.reshape(n, 1, gh, gw).repeat_interleave(self.patch, 2).repeat_interleave(self.patch, 3)

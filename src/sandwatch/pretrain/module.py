@@ -49,9 +49,16 @@ class PretrainTask(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_train_epoch_start(self):
-        # masking and anything stochastic in the model draw from a seed of (seed, epoch): exact resume
+        # anything stochastic in the model draws from a seed of (seed, epoch); masks draw from
+        # :meth:`step_generator`, which no other consumer of the global generator can shift
         torch.manual_seed(self.seed * 100_003 + self.current_epoch)
         self.epoch_losses, self.epoch_extras = [], {}
+
+    def step_generator(self) -> torch.Generator:
+        """A CPU generator seeded by (seed, optimiser step): the masks of a step are the same in
+        a run resumed after a kill as in one without (the global generator is also drawn by the
+        data loader and by Lightning, at moments that differ between the two)."""
+        return torch.Generator().manual_seed((self.seed * 1_000_003 + int(self.global_step)) & 0x7FFF_FFFF_FFFF_FFFF)
 
     def training_step(self, batch, batch_idx):
         loss, extra = self.loss(batch)
