@@ -13,8 +13,8 @@ the observed-pixel tests (SCL, L1C clouds) in :mod:`~sandwatch.monitor.clouds`, 
 in :mod:`~sandwatch.monitor.history`.
 """
 
-from sandwatch.monitor.clouds import (CLOUD_TESTS, SCL_NOT_OBSERVED, L1CCloudTest, cloud_method, observed_mask,
-                                      scl_not_observed)
+from sandwatch.imagery.clouds import CLOUD_TESTS
+from sandwatch.monitor.clouds import SCL_NOT_OBSERVED, L1CCloudTest, cloud_method, observed_mask, scl_not_observed
 from sandwatch.monitor.history import History, database_url
 from sandwatch.monitor.report import SiteSummary, alert_text, format_report, open_alerts, site_report
 from sandwatch.monitor.outputs import plot_series, write_outputs

@@ -25,12 +25,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from sandwatch.grid import Window
-from sandwatch.imagery.clouds import (BLUE_MIN, CIRRUS_MIN, CLOUD_TESTS, HOT_OFFSET, WHITENESS_MAX,  # noqa: F401
-                                      cloud_test_for, l1c_cloud, scl_not_clear)
+from sandwatch.imagery.clouds import (BLUE_MIN, CIRRUS_MIN, HOT_OFFSET, WHITENESS_MAX, cloud_test_for, l1c_cloud,
+                                      scl_not_clear)
 
 #: SCL classes that are not a clear view of the ground.
 SCL_NOT_OBSERVED: tuple[int, ...] = (0, 1, 3, 8, 9, 10)
-
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ NOTHING``), so concurrent runs on SQLite or PostgreSQL never record a row twice.
 from __future__ import annotations
 
 import contextlib
-
 import json
 import os
 import socket

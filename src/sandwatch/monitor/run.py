@@ -40,8 +40,9 @@ from shapely.geometry import mapping
 from sandwatch.aoi.resolve import resolve_aoi
 from sandwatch.errors import SandwatchError
 from sandwatch.grid import Grid, Window
+from sandwatch.imagery.clouds import CLOUD_TESTS
 from sandwatch.io import atomic_output
-from sandwatch.monitor.clouds import CLOUD_TESTS, L1CCloudTest, observed_mask
+from sandwatch.monitor.clouds import L1CCloudTest, observed_mask
 from sandwatch.monitor.history import History
 from sandwatch.monitor.outputs import write_outputs
 from sandwatch.monitor.series import AlertConfig, AlertEvent, AlertTracker, date_figures

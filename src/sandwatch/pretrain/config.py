@@ -106,10 +106,10 @@ class MimConfig(_Section):
 class PretrainOptimConfig(_Section):
     steps: int | None = Field(None, ge=1, description="budget in optimiser steps (rounded up to whole epochs)")
     epochs: int = Field(100, ge=1, description="used when steps is None")
-    batch_size: int | None = Field(None, ge=2, description="None: 256 (MoCo), 64 (MAE)")
+    batch_size: int | None = Field(None, ge=2, description="None: 256 (MoCo), 64 (MAE, MIM)")
     lr: float | None = Field(None, gt=0, description="None: the method's base LR x batch / 256 (MoCo v2 SGD 0.03, "
-                                                     "MoCo v3 AdamW 1.5e-4, MAE AdamW 1e-4)")
-    weight_decay: float | None = Field(None, ge=0, description="None: 1e-4 (MoCo v2), 0.1 (MoCo v3), 0.05 (MAE)")
+                                                     "MoCo v3 AdamW 1.5e-4, MAE and MIM AdamW 1e-4)")
+    weight_decay: float | None = Field(None, ge=0, description="None: 1e-4 (MoCo v2), 0.1 (MoCo v3), 0.05 (MAE, MIM)")
     warmup: float = Field(0.0, ge=0, lt=1, description="share of steps with a linear warm-up")
 
 

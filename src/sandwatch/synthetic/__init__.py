@@ -19,9 +19,9 @@ Lower level, for tests of other stages (small scenes with known content)::
 
 from sandwatch.synthetic.demo import (DemoConfig, KIND_CYCLE, SITE_GROUPS, plan_sites, scene_polygons,
                                       site_grid, write_demo_data, write_site)
+from sandwatch.imagery.display import stretch_true_colour
 from sandwatch.synthetic.files import (dn_offset_for, mask_to_polygons, reflectance_to_dn, scene_quicklook,
-                                       stretch_true_colour, utm_epsg, utm_grid, write_lines, write_polygons,
-                                       write_quicklook, write_scene)
+                                       utm_epsg, utm_grid, write_lines, write_polygons, write_quicklook, write_scene)
 from sandwatch.synthetic.landscape import SITE_KINDS, MineCluster, SceneTruth, SiteLandscape, SiteSpec
 from sandwatch.synthetic.scenes import CLOUD_TOA, cloud_opacity, make_scene, simple_truth, with_clouds
 from sandwatch.synthetic.spectra import (RenderOptions, Surface, render_bands, render_reflectance,

@@ -29,10 +29,10 @@ from sandwatch.bands import L1C_BANDS
 from sandwatch.dataset.manifest import Manifest, Observation, save_manifest
 from sandwatch.errors import SandwatchError
 from sandwatch.grid import Grid
+from sandwatch.imagery.display import stretch_true_colour
 from sandwatch.io import atomic_output
 from sandwatch.published import AOI_BUFFER_M
-from sandwatch.synthetic.files import (mask_to_polygons, stretch_true_colour, utm_grid, write_lines,
-                                       write_polygons, write_quicklook, write_scene)
+from sandwatch.synthetic.files import mask_to_polygons, utm_grid, write_lines, write_polygons, write_quicklook, write_scene
 from sandwatch.synthetic.landscape import SceneTruth, SiteLandscape, SiteSpec
 from sandwatch.synthetic.sar import S1_DAYS_AFTER, render_backscatter, write_backscatter
 from sandwatch.synthetic.scenes import cloud_opacity, with_clouds

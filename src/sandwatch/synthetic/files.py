@@ -27,7 +27,7 @@ from shapely.geometry import LineString, MultiPolygon, Polygon, mapping
 from sandwatch.bands import L1C_BANDS, S2_BANDS
 from sandwatch.errors import SandwatchError
 from sandwatch.grid import Grid
-from sandwatch.imagery.display import stretch_true_colour  # noqa: F401 - the demo's quicklooks
+from sandwatch.imagery.display import stretch_true_colour
 from sandwatch.io import atomic_output
 from sandwatch.vectors import mask_polygons, to_wgs84, write_feature_collection
 
