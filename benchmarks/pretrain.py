@@ -112,11 +112,18 @@ def run_pretrain(manifest: Path, run_dir: Path, steps: int | None, extra: list[s
 
     weights = run_dir / "checkpoints" / "pretrained.pth"
     done = run_dir / "done.json"
-    if done.is_file():                     # a re-run with the same --out reuses a finished pre-training
-        return weights, json.loads(done.read_text())
     cfg = load_pretrain_config(ROOT / "configs" / "pretrain-cpu.yaml", [
         f"manifest={manifest}", f"run_dir={run_dir}", *([f"optim.steps={steps}"] if steps else []),
         "trainer.progress_bar=false", "tracking.backend=none", "data.epoch_windows=320", *extra])
+    if done.is_file():                     # a re-run with the same --out reuses a finished pre-training of the same settings
+        import yaml
+
+        def settings(d: dict) -> dict:
+            return {k: v for k, v in d.items() if k not in ("manifest", "run_dir")}
+
+        if settings(yaml.safe_load((run_dir / "config.yaml").read_text())) != settings(cfg.model_dump(mode="json")):
+            raise SystemExit(f"{run_dir} was pre-trained with other settings: give another --out")
+        return weights, json.loads(done.read_text())
     t0 = time.perf_counter()
     result = pretrain(cfg)
     info = {"seconds": time.perf_counter() - t0, "losses": result.losses,
